@@ -1,0 +1,1 @@
+"""The ``ego-ros`` command line. One module per subcommand; see ``main.py``."""

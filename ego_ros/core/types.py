@@ -1,0 +1,108 @@
+"""Typed results of the engine's public operations.
+
+These are the engine's API, shared by the in-process engine, the ZeroMQ worker client and the
+ROS node. Each has ``to_dict``/``from_dict`` with JSON-compatible values (floats may be NaN;
+the wire format carries them as JSON ``NaN`` which Python's json accepts).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class ConceptScore:
+    """One concept's recognition result for one image or clip."""
+
+    name: str
+    present: bool
+    score: float = math.nan  # P(yes) / (P(yes) + P(no)); NaN when the mode gives no score
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConceptScore:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class RecognitionResult:
+    concepts: list[ConceptScore]
+    considered: list[str]  # the concepts put in context (retrieval may keep fewer than stored)
+    mode: str = "per-concept"  # "per-concept" or "joint"
+    caption: str = ""
+    latency_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["concepts"] = [c.to_dict() for c in self.concepts]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecognitionResult:
+        data = dict(data)
+        data["concepts"] = [ConceptScore.from_dict(c) for c in data.get("concepts", [])]
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class AnswerResult:
+    """Answer to a question, or a caption (``answer`` then holds the caption)."""
+
+    answer: str
+    concepts: list[str]  # known concept names the text mentions
+    considered: list[str] = field(default_factory=list)
+    latency_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AnswerResult:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class IntroduceResult:
+    name: str
+    num_tokens: int  # memory tokens stored for the concept, all views
+    num_views: int  # views stored for the concept, all views
+    keywords: list[list[str]]  # per new view
+    area_percent: list[float]  # per new view
+    area_defaulted: list[bool]  # per new view: True when the answer could not be parsed
+    layers: list[int]
+    elapsed_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IntroduceResult:
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class ConceptInfo:
+    name: str
+    num_tokens: int
+    num_views: int
+    keywords: list[list[str]]
+    created: float  # unix time
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConceptInfo:
+        return _from_dict(cls, data)

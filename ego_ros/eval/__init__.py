@@ -1,0 +1,1 @@
+"""Evaluation with the paper's protocol: metrics, runs and reports."""
