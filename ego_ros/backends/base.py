@@ -1,0 +1,435 @@
+"""One LVLM behind a small interface: encode images, build prompts with soft prompts, prefill
+with a reusable key/value prefix, score the next token, and decode greedily.
+
+Everything the Ego method needs from a model goes through :class:`LVLMBackend`. The parts that
+genuinely differ between model families (how images become visual tokens, which tokens frame
+an image, how positions are assigned) live in a small :class:`FamilyAdapter` per family.
+
+The soft-prompt seam is :meth:`LVLMBackend.embed`: a prompt is a list of segments, either
+token ids or :class:`Visual` blocks (a query image, a video clip, or a stored concept memory).
+Visual blocks are framed by the family's image delimiters and their rows are written into the
+input embeddings at the placeholder positions, so the image is never re-encoded for a memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ego_ros.backends.attention import AttentionCapture
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_SENTINEL = re.compile(r"<ego:(\w+)>")
+
+
+class BackendError(RuntimeError):
+    """The model cannot be loaded or used as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Which checkpoint to load and where.
+
+    ``dtype="auto"`` means bfloat16 on CUDA and float32 on the CPU. ``device="auto"`` means
+    ``cuda`` when available, else ``cpu``; an explicit ``cuda`` without a GPU is an error,
+    never a silent fallback.
+    """
+
+    path: Path
+    family: str = "auto"
+    dtype: str = "auto"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path).expanduser())
+        if self.dtype not in ("auto", *DTYPES):
+            raise ValueError(f"model.dtype: {self.dtype!r} is not one of auto, {', '.join(DTYPES)}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"model.device: {self.device!r} is not auto, cpu, cuda or cuda:N")
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise BackendError(f"model.device is {self.device!r} but torch sees no CUDA device "
+                                   "(use device 'cpu' or 'auto')")
+            index = int(self.device.split(":")[1]) if ":" in self.device else 0
+            if index >= torch.cuda.device_count():
+                raise BackendError(f"model.device is {self.device!r} but only "
+                                   f"{torch.cuda.device_count()} CUDA device(s) exist")
+        return torch.device(self.device)
+
+    def resolved_dtype(self, device: torch.device) -> torch.dtype:
+        if self.dtype == "auto":
+            return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return DTYPES[self.dtype]
+
+
+@dataclass
+class Visual:
+    """Visual tokens in the LLM embedding space, with their place on the token grid.
+
+    ``coords[i] = (t, row, col)`` of token ``i`` on a ``grid = (T, H, W)`` of LLM tokens. A
+    query image has every cell; a concept memory view has the selected cells only.
+    ``time_interval`` spaces temporal positions for video (Qwen's M-RoPE; 1 for images).
+    """
+
+    tokens: torch.Tensor  # [N, D]
+    coords: torch.Tensor  # [N, 3] long
+    grid: tuple[int, int, int]
+    kind: str = "image"  # image | video | memory
+    time_interval: float = 1.0
+
+    @classmethod
+    def full_grid(cls, tokens: torch.Tensor, grid: tuple[int, int, int], kind: str = "image",
+                  time_interval: float = 1.0) -> Visual:
+        t, h, w = grid
+        if tokens.shape[0] != t * h * w:
+            raise ValueError(f"{tokens.shape[0]} visual tokens do not fill a {grid} grid")
+        tt, hh, ww = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w),
+                                    indexing="ij")
+        coords = torch.stack([tt, hh, ww], dim=-1).reshape(-1, 3)  # [N, 3]
+        return cls(tokens, coords, grid, kind, time_interval)
+
+    def select(self, indices: torch.Tensor) -> Visual:
+        """The sub-block at ``indices`` (positions in this block), keeping grid coordinates."""
+        return Visual(self.tokens[indices], self.coords[indices], self.grid, "memory",
+                      self.time_interval)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+Segment = torch.Tensor | Visual  # token ids [n] (long) or a visual block
+
+
+@dataclass
+class KVState:
+    """Key/value cache of a processed prefix plus the next free position.
+
+    Immutable in use: :meth:`LVLMBackend.forward` builds a fresh cache from these tensors, and
+    transformers' dynamic cache concatenates into new tensors, so one prefix serves any number
+    of continuations.
+    """
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: [1, Hkv, T, d] each
+    length: int
+    next_pos: int
+
+    def nbytes(self) -> int:
+        return sum(k.numel() * k.element_size() * 2 for k, _ in self.kv)
+
+
+@dataclass
+class Embedded:
+    """A prompt turned into model inputs."""
+
+    embeds: torch.Tensor  # [1, T, D]
+    positions: torch.Tensor  # [1, T] or [3, 1, T]
+    next_pos: int
+    visual_spans: list[tuple[int, int]] = field(default_factory=list)  # [start, end) per block
+
+
+@dataclass
+class Generation:
+    token_ids: list[int]
+    text: str
+    first_logits: torch.Tensor  # [V] float32, logits of the first generated token
+    prompt_length: int  # tokens in the cache before the first generated token
+    state: KVState | None = None
+
+
+class FamilyAdapter:
+    """What differs between model families. Subclasses fill in the abstract parts."""
+
+    family: str = ""
+    model_types: tuple[str, ...] = ()
+
+    def __init__(self, model, processor) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+
+    # -- model parts --------------------------------------------------------------------
+    def language_model(self):
+        return self.model.model.language_model
+
+    def lm_head(self):
+        return self.model.lm_head
+
+    def text_config(self):
+        return self.model.config.get_text_config()
+
+    # -- visual framing ---------------------------------------------------------------------
+    def visual_open_close(self, kind: str) -> tuple[list[int], int, list[int]]:
+        """(ids before, placeholder id, ids after) that frame a visual block."""
+        raise TypeError(f"{type(self).__name__} must define visual_open_close")
+
+    def template_marker(self, kind: str) -> str:
+        """The text the chat template writes for an image (or video) item."""
+        raise TypeError(f"{type(self).__name__} must define template_marker")
+
+    def encode_images(self, images: Sequence[np.ndarray]) -> list[Visual]:
+        raise TypeError(f"{type(self).__name__} must define encode_images")
+
+    def encode_clip(self, frames: Sequence[np.ndarray]) -> list[Visual]:
+        """A clip: the family's native video input where it has one, else one block a frame."""
+        return self.encode_images(frames)
+
+    def clip_prefix_text(self, index: int, count: int) -> str:
+        """Text placed before frame ``index`` of a clip given as separate images."""
+        return ""
+
+    # -- positions ------------------------------------------------------------------------
+    uses_3d_positions: bool = False
+
+    def visual_positions(self, block: Visual, start: int) -> tuple[torch.Tensor, int]:
+        """Positions of a visual block starting at ``start``: ``([P, N], next_pos)``."""
+        n = block.num_tokens
+        return torch.arange(start, start + n)[None], start + n
+
+
+class LVLMBackend:
+    """A loaded LVLM with the operations the Ego method needs."""
+
+    def __init__(self, adapter: FamilyAdapter, config: BackendConfig, fingerprint) -> None:
+        self.adapter = adapter
+        self.model = adapter.model
+        self.processor = adapter.processor
+        self.tokenizer = adapter.tokenizer
+        self.config = config
+        self.fingerprint = fingerprint
+        self.family = adapter.family
+        self.device = next(self.model.parameters()).device
+        self.dtype = next(self.model.parameters()).dtype
+        self._lm = adapter.language_model()
+        self._head = adapter.lm_head()
+        self._embed = self.model.get_input_embeddings()
+        text_cfg = adapter.text_config()
+        self.num_layers = int(text_cfg.num_hidden_layers)
+        self.hidden_size = int(text_cfg.hidden_size)
+        self.eos_ids = self._eos_ids()
+
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        gen = getattr(self.model, "generation_config", None)
+        for source in (getattr(gen, "eos_token_id", None), self.tokenizer.eos_token_id):
+            if isinstance(source, int):
+                ids.add(source)
+            elif source:
+                ids.update(int(i) for i in source)
+        for tok in ("<|im_end|>", "<|endoftext|>"):
+            tid = self.tokenizer.convert_tokens_to_ids(tok)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id and tid is not None:
+                ids.add(tid)
+        return ids
+
+    # -- text ------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> torch.Tensor:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return torch.tensor(ids, dtype=torch.long)
+
+    def render(self, content: str, visuals: dict[str, Visual | list[Visual]]) -> list[Segment]:
+        """One user turn through the chat template, ending with the generation prompt.
+
+        ``<ego:NAME>`` sentinels in ``content`` stand for ``visuals[NAME]`` (a block or a list
+        of blocks). Each block is handed to the template as an image (or video) item, so the
+        text around it is exactly what the family's template writes around an image; the
+        template's placeholder is then replaced by the block.
+        """
+        items: list[dict] = []
+        blocks: list[Visual] = []
+        pos = 0
+        for match in _SENTINEL.finditer(content):
+            if match.start() > pos:
+                items.append({"type": "text", "text": content[pos:match.start()]})
+            item = visuals[match.group(1)]
+            for block in item if isinstance(item, list) else [item]:
+                items.append({"type": "video" if block.kind == "video" else "image"})
+                blocks.append(block)
+            pos = match.end()
+        if pos < len(content):
+            items.append({"type": "text", "text": content[pos:]})
+        text = self.processor.apply_chat_template([{"role": "user", "content": items}],
+                                                  tokenize=False, add_generation_prompt=True)
+        segments: list[Segment] = []
+        cursor = 0
+        for block in blocks:
+            marker = self.adapter.template_marker(block.kind)
+            at = text.find(marker, cursor)
+            if at < 0:
+                raise BackendError(f"the chat template did not emit {marker!r} for a visual item")
+            if at > cursor:
+                segments.append(self.tokenize(text[cursor:at]))
+            segments.append(block)
+            cursor = at + len(marker)
+        if cursor < len(text):
+            segments.append(self.tokenize(text[cursor:]))
+        return segments
+
+    # -- images --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_images(self, images: Sequence[np.ndarray]) -> list[Visual]:
+        """Visual tokens of each RGB image (``[H, W, 3]`` uint8), as the LLM receives them."""
+        for i, img in enumerate(images):
+            if not (isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3
+                    and img.dtype == np.uint8 and min(img.shape[:2]) > 0):
+                raise ValueError(f"image {i}: expected an RGB uint8 array [H, W, 3], got "
+                                 f"{getattr(img, 'dtype', type(img))} {getattr(img, 'shape', '')}")
+        return self.adapter.encode_images(list(images))
+
+    @torch.inference_mode()
+    def encode_clip(self, frames: Sequence[np.ndarray]) -> list[Visual]:
+        return self.adapter.encode_clip(list(frames))
+
+    # -- the soft-prompt seam ----------------------------------------------------------------
+    def embed(self, segments: Sequence[Segment], start_pos: int = 0) -> Embedded:
+        """Token ids and visual blocks -> input embeddings and positions.
+
+        Each visual block is framed by the family's delimiters; its rows overwrite the
+        embeddings at the placeholder positions (one seam for query images, clips and
+        concept memories alike).
+        """
+        ids: list[torch.Tensor] = []
+        blocks: list[tuple[int, Visual]] = []
+        pos_chunks: list[torch.Tensor] = []
+        offset, pos = 0, start_pos
+        for seg in segments:
+            if isinstance(seg, Visual):
+                before, pad, after = self.adapter.visual_open_close(seg.kind)
+                for part in (before,):
+                    if part:
+                        pos_chunks.append(self._text_positions(pos, len(part)))
+                        ids.append(torch.tensor(part))
+                        pos += len(part)
+                        offset += len(part)
+                ids.append(torch.full((seg.num_tokens,), pad, dtype=torch.long))
+                blocks.append((offset, seg))
+                block_pos, pos = self.adapter.visual_positions(seg, pos)
+                pos_chunks.append(block_pos)
+                offset += seg.num_tokens
+                if after:
+                    pos_chunks.append(self._text_positions(pos, len(after)))
+                    ids.append(torch.tensor(after))
+                    pos += len(after)
+                    offset += len(after)
+            else:
+                n = int(seg.numel())
+                if n == 0:
+                    continue
+                ids.append(seg.long())
+                pos_chunks.append(self._text_positions(pos, n))
+                pos += n
+                offset += n
+        if not ids:
+            raise ValueError("empty prompt")
+        input_ids = torch.cat(ids).to(self.device)  # [T]
+        embeds = self._embed(input_ids)[None].clone()  # [1, T, D]
+        spans = []
+        for start, block in blocks:
+            end = start + block.num_tokens
+            embeds[0, start:end] = block.tokens.to(self.device, embeds.dtype)
+            spans.append((start, end))
+        positions = torch.cat(pos_chunks, dim=-1).to(self.device)  # [P, T]
+        positions = positions[:, None, :] if self.adapter.uses_3d_positions else positions
+        return Embedded(embeds, positions, pos, spans)
+
+    def _text_positions(self, start: int, n: int) -> torch.Tensor:
+        rows = 3 if self.adapter.uses_3d_positions else 1
+        return torch.arange(start, start + n)[None].expand(rows, -1)
+
+    # -- running the LLM ---------------------------------------------------------------------
+    def _cache(self, state: KVState | None):
+        from transformers import DynamicCache
+
+        if state is None:
+            return DynamicCache()
+        return DynamicCache(ddp_cache_data=state.kv)
+
+    @torch.inference_mode()
+    def forward(self, emb: Embedded, state: KVState | None = None, *, all_logits: bool = False,
+                keep_state: bool = True) -> tuple[torch.Tensor, KVState | None]:
+        """Prefill ``emb`` after ``state``: logits of the last position ``[V]`` (or of every
+        position ``[T, V]`` with ``all_logits``), and the extended state."""
+        cache = self._cache(state)
+        out = self._lm(inputs_embeds=emb.embeds, position_ids=emb.positions,
+                       past_key_values=cache, use_cache=True)
+        hidden = out.last_hidden_state[0]  # [T, D]
+        logits = self._head(hidden if all_logits else hidden[-1:]).float()  # [T|1, V]
+        new_state = None
+        if keep_state:
+            kv = [(layer.keys, layer.values) for layer in cache.layers]
+            new_state = KVState(kv, (state.length if state else 0) + emb.embeds.shape[1],
+                                emb.next_pos)
+        return (logits if all_logits else logits[0]), new_state
+
+    @torch.inference_mode()
+    def prefill(self, segments: Sequence[Segment], state: KVState | None = None,
+                ) -> tuple[torch.Tensor, KVState]:
+        emb = self.embed(segments, start_pos=state.next_pos if state else 0)
+        logits, new_state = self.forward(emb, state)
+        return logits, new_state
+
+    @torch.inference_mode()
+    def generate(self, segments: Sequence[Segment], state: KVState | None = None, *,
+                 max_new_tokens: int = 32, capture: AttentionCapture | None = None,
+                 ) -> Generation:
+        """Greedy decoding after ``state`` (deterministic). With ``capture``, every generated
+        token's attention rows are recorded when it is fed back (the same rows a full
+        forward pass over prompt + answer would give); one extra step feeds the last token."""
+        logits, cur = self.prefill(segments, state)
+        first, prompt_length = logits.clone(), cur.length
+        out: list[int] = []
+        for step in range(max_new_tokens):
+            token = int(torch.argmax(logits))
+            if token in self.eos_ids:
+                break
+            out.append(token)
+            last = step == max_new_tokens - 1
+            if last and capture is None:
+                break
+            emb = self.embed([torch.tensor([token])], start_pos=cur.next_pos)
+            if capture is not None:
+                with capture:
+                    logits, cur = self.forward(emb, cur)
+            else:
+                logits, cur = self.forward(emb, cur)
+        text = self.tokenizer.decode(out, skip_special_tokens=True)
+        return Generation(out, text, first, prompt_length, cur)
+
+    def attention_capture(self, layers: Sequence[int], visual_index: torch.Tensor,
+                          query_rows: torch.Tensor | None = None) -> AttentionCapture:
+        """A capture of keyword-query attention over ``visual_index`` at ``layers``."""
+        bad = [x for x in layers if not 0 <= x < self.num_layers]
+        if bad:
+            raise ValueError(f"layers {bad} out of range for a {self.num_layers}-layer model")
+        return AttentionCapture(frozenset(int(x) for x in layers), visual_index.long(),
+                                query_rows)
+
+    @property
+    def special_tokens(self) -> set[str]:
+        return {str(t) for t in self.tokenizer.all_special_tokens} | {
+            str(t) for t in getattr(self.tokenizer, "added_tokens_encoder", {})}
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        return [str(t) for t in self.tokenizer.convert_ids_to_tokens(list(ids))]
+
+    def variant_ids(self, words: Sequence[str]) -> list[int]:
+        """Ids of single-token spellings of ``words`` (with and without a leading space)."""
+        found: list[int] = []
+        for word in words:
+            for form in (word, " " + word):
+                ids = self.tokenizer(form, add_special_tokens=False)["input_ids"]
+                if len(ids) == 1 and ids[0] not in found:
+                    found.append(int(ids[0]))
+        return found

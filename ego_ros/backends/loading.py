@@ -1,0 +1,67 @@
+"""Load an LVLM checkpoint folder into an :class:`LVLMBackend`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from ego_ros.backends.attention import register as register_attention
+from ego_ros.backends.base import BackendConfig, BackendError, FamilyAdapter, LVLMBackend
+from ego_ros.backends.internvl import InternVLAdapter
+from ego_ros.backends.qwen2_5_vl import Qwen25VLAdapter
+from ego_ros.core.memory import fingerprint_from_config
+
+log = logging.getLogger(__name__)
+
+ADAPTERS: tuple[type[FamilyAdapter], ...] = (Qwen25VLAdapter, InternVLAdapter)
+FAMILIES = {a.family: a for a in ADAPTERS}
+
+
+def detect_family(config: BackendConfig) -> type[FamilyAdapter]:
+    """The adapter for ``config``: by name, or from ``config.json``'s ``model_type``."""
+    if config.family != "auto":
+        try:
+            return FAMILIES[config.family]
+        except KeyError:
+            raise BackendError(f"model.family {config.family!r} is not supported; choose auto or "
+                               f"one of {', '.join(FAMILIES)}") from None
+    cfg_file = config.path / "config.json"
+    try:
+        model_type = json.loads(cfg_file.read_text())["model_type"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BackendError(f"cannot read model_type from {cfg_file}: {exc}") from None
+    for adapter in ADAPTERS:
+        if model_type in adapter.model_types:
+            return adapter
+    raise BackendError(f"{config.path}: model_type {model_type!r} is not supported "
+                       f"(supported families: {', '.join(FAMILIES)})")
+
+
+def load_backend(config: BackendConfig) -> LVLMBackend:
+    """Load the checkpoint at ``config.path`` (a local folder; nothing is downloaded)."""
+    if not config.path.is_dir():
+        raise BackendError(f"model folder {config.path} does not exist or is not a folder")
+    if not (config.path / "config.json").is_file():
+        raise BackendError(f"{config.path} is not a Hugging Face model folder (no config.json)")
+    adapter_cls = detect_family(config)
+    device = config.resolved_device()
+    dtype = config.resolved_dtype(device)
+
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    attn = register_attention()
+    started = time.perf_counter()
+    try:
+        processor = AutoProcessor.from_pretrained(config.path, local_files_only=True)
+        model = AutoModelForImageTextToText.from_pretrained(
+            config.path, dtype=dtype, local_files_only=True,
+            attn_implementation={"text_config": attn, "vision_config": "sdpa", "": "sdpa"})
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"cannot load the model in {config.path}: {exc}") from exc
+    model.to(device).eval()
+    hidden = int(model.config.get_text_config().hidden_size)
+    fingerprint = fingerprint_from_config(adapter_cls.family, hidden, model.config.to_dict())
+    log.info("loaded %s (%s) on %s as %s in %.1f s", config.path, adapter_cls.family, device,
+             dtype, time.perf_counter() - started)
+    return LVLMBackend(adapter_cls(model, processor), config, fingerprint)

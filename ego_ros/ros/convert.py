@@ -1,0 +1,301 @@
+"""Conversions between ROS 2 image/time messages and NumPy RGB arrays.
+
+The node receives ``sensor_msgs/Image`` or ``sensor_msgs/CompressedImage`` and the engine wants
+``[H, W, 3] uint8`` RGB arrays. On a full ROS 2 install ``cv_bridge`` is used when it imports and
+passes a one-off self-check; the PyPI ROS wheels have no ``cv_bridge`` for ROS 2 (and the PyPI
+package of that name is a ROS 1 port that breaks on NumPy 2), so the module carries its own
+converter. Both paths validate the message's geometry first, so a malformed frame always raises
+:class:`ImageConversionError` with the same message, whichever converter is active.
+
+The own converter supports (exact ROS encoding strings):
+
+- ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8``, ``mono8``
+- ``mono16`` (``is_bigendian`` honoured), scaled to 8 bits by 255/65535 with rounding
+- ``yuv422`` / ``uyvy`` (byte order U Y0 V Y1) and ``yuv422_yuy2`` / ``yuyv`` (Y0 U Y1 V),
+  decoded as ITU-R BT.601 limited ("video") range, as OpenCV and hence ``cv_bridge`` do;
+  4:2:2 needs an even width
+- ``8UC3`` and ``8UC1``, the generic OpenCV types some drivers publish, taken as ``bgr8`` and
+  ``mono8`` (OpenCV's own channel order); ``cv_bridge`` refuses to colour-convert these, so they
+  always go through the own converter.
+
+``step`` (bytes per row, ``>= width * bytes_per_pixel``) is honoured, so row-padded images
+decode correctly; bytes of ``data`` beyond ``step * height`` are ignored. Every returned array is
+a fresh C-contiguous ``[H, W, 3] uint8`` buffer that never aliases ``msg.data``: the node keeps
+frames in a ring buffer long after the message object is gone or reused.
+"""
+
+from __future__ import annotations
+
+import array
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+_LOG = logging.getLogger(__name__)
+
+_NS_PER_S = 1_000_000_000
+_INT32_MAX = 2**31 - 1
+
+
+class ImageConversionError(ValueError):
+    """A message that cannot be turned into an RGB image; the text names the problem."""
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    bytes_per_pixel: int
+    channels: int  # channels as stored; 2 for packed YUV 4:2:2 (one Y plus half a chroma pair)
+    cv_code: int | None  # cv2.cvtColor code to RGB; None = already RGB (rgb8) or special (mono16)
+
+
+_ENCODINGS: dict[str, _Encoding] = {
+    "rgb8": _Encoding(3, 3, None),
+    "bgr8": _Encoding(3, 3, cv2.COLOR_BGR2RGB),
+    "8UC3": _Encoding(3, 3, cv2.COLOR_BGR2RGB),
+    "rgba8": _Encoding(4, 4, cv2.COLOR_RGBA2RGB),
+    "bgra8": _Encoding(4, 4, cv2.COLOR_BGRA2RGB),
+    "mono8": _Encoding(1, 1, cv2.COLOR_GRAY2RGB),
+    "8UC1": _Encoding(1, 1, cv2.COLOR_GRAY2RGB),
+    "mono16": _Encoding(2, 1, None),
+    "yuv422": _Encoding(2, 2, cv2.COLOR_YUV2RGB_UYVY),
+    "uyvy": _Encoding(2, 2, cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422_yuy2": _Encoding(2, 2, cv2.COLOR_YUV2RGB_YUYV),
+    "yuyv": _Encoding(2, 2, cv2.COLOR_YUV2RGB_YUYV),
+}
+_YUV422 = frozenset({"yuv422", "uyvy", "yuv422_yuy2", "yuyv"})
+# Encodings cv_bridge will not colour-convert ("not a color format"): always decoded here.
+_OWN_ONLY = frozenset({"8UC3", "8UC1"})
+
+SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
+
+
+# --------------------------------------------------------------------------- raw images
+
+
+def image_msg_to_rgb(msg: Image, *, prefer_cv_bridge: bool = True) -> np.ndarray:
+    """Decode a ``sensor_msgs/Image`` into a fresh ``[H, W, 3] uint8`` RGB array.
+
+    ``prefer_cv_bridge=False`` forces the project's own converter (tests use it to exercise that
+    code on machines where ``cv_bridge`` exists). Raises :class:`ImageConversionError` for an
+    unknown encoding, zero width/height, a ``step`` shorter than a row of pixels, or ``data``
+    shorter than ``step * height``.
+    """
+    encoding = str(msg.encoding)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    bridge = _cv_bridge() if prefer_cv_bridge and encoding not in _OWN_ONLY else None
+    flat = _validated_bytes(msg, encoding, height, width, step, bridge is not None)  # [N] uint8
+    if bridge is not None:
+        return _via_cv_bridge(bridge, msg, flat)
+    spec = _ENCODINGS[encoding]  # known: checked by _validated_bytes
+    rows = flat[: step * height].reshape(height, step)  # [H, step], zero-copy view
+    pixels = rows[:, : width * spec.bytes_per_pixel]  # [H, W * bpp], rows may be strided
+    if encoding == "mono16":
+        big = bool(msg.is_bigendian)
+        mono = pixels.view(">u2" if big else "<u2").astype(np.uint16)  # [H, W] native order
+        mono8 = cv2.convertScaleAbs(mono, alpha=255.0 / 65535.0)  # [H, W] uint8, rounded
+        return cv2.cvtColor(mono8, cv2.COLOR_GRAY2RGB)  # [H, W, 3]
+    if encoding in _YUV422 and width % 2:
+        raise ImageConversionError(
+            f"encoding {encoding!r} packs pixel pairs and needs an even width, got width={width}"
+        )
+    shaped = pixels.reshape(height, width, spec.channels)  # [H, W, C], still a view
+    if spec.cv_code is None:  # rgb8
+        return shaped.copy()  # C-contiguous, never aliases msg.data
+    src = shaped[:, :, 0] if spec.channels == 1 else shaped  # cv2 wants [H, W] for one channel
+    return cv2.cvtColor(src, spec.cv_code)  # [H, W, 3], a new buffer
+
+
+def _validated_bytes(
+    msg: Any, encoding: str, height: int, width: int, step: int, bridge_decodes: bool
+) -> np.ndarray:
+    """Check the message geometry and return its data as a flat uint8 view (no copy).
+
+    An encoding unknown here is left to cv_bridge when it will decode the frame (it knows more,
+    e.g. Bayer patterns); the row-length check then needs cv_bridge's own knowledge.
+    """
+    if height <= 0 or width <= 0:
+        raise ImageConversionError(
+            f"image has zero size: width={width}, height={height} (encoding {encoding!r})"
+        )
+    spec = _ENCODINGS.get(encoding)
+    if spec is None and not bridge_decodes:
+        raise ImageConversionError(
+            f"unsupported image encoding {encoding!r}; supported: {', '.join(_ENCODINGS)}"
+        )
+    if spec is not None and step < width * spec.bytes_per_pixel:
+        raise ImageConversionError(
+            f"step={step} is shorter than one row of {encoding!r} pixels: width={width} x "
+            f"{spec.bytes_per_pixel} bytes = {width * spec.bytes_per_pixel}"
+        )
+    try:
+        flat = np.frombuffer(msg.data, dtype=np.uint8)  # [N] zero-copy view of the message
+    except (TypeError, ValueError) as exc:
+        raise ImageConversionError(f"image data is not a byte buffer: {exc}") from exc
+    if flat.size < step * height:
+        raise ImageConversionError(
+            f"image data truncated: {flat.size} bytes < step={step} x height={height} = "
+            f"{step * height} (encoding {encoding!r}, width={width})"
+        )
+    return flat
+
+
+def _via_cv_bridge(bridge: tuple[Any, type], msg: Image, flat: np.ndarray) -> np.ndarray:
+    converter, bridge_error = bridge
+    try:
+        out = np.asarray(converter.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+    except bridge_error as exc:
+        raise ImageConversionError(f"cv_bridge cannot convert {msg.encoding!r}: {exc}") from exc
+    expected = (int(msg.height), int(msg.width), 3)
+    if out.shape != expected or out.dtype != np.uint8:
+        raise ImageConversionError(
+            f"cv_bridge returned {out.dtype} {out.shape} for {msg.encoding!r}, "
+            f"expected uint8 {expected}"
+        )
+    if not out.flags.c_contiguous or np.may_share_memory(out, flat):
+        out = out.copy()  # cv_bridge returns a view of msg.data when no conversion is needed
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _cv_bridge() -> tuple[Any, type] | None:
+    """``(CvBridge(), CvBridgeError)`` when a working ROS 2 cv_bridge is importable, else None.
+
+    Any failure on import falls back to the own converter (a missing package, a broken install,
+    or the ROS 1 port from PyPI). The bridge must also decode a tiny padded bgr8 probe exactly:
+    that rejects the ROS 1 port, which imports but fails at run time under NumPy 2.
+    """
+    try:
+        from cv_bridge import CvBridge, CvBridgeError
+    except Exception as exc:  # any import failure means "no bridge", never a crash
+        _LOG.debug("cv_bridge not usable (%s: %s); using the own converter", type(exc).__name__,
+                   exc)
+        return None
+    probe_rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)  # [2, 3, 3]
+    probe = rgb_to_image_msg(probe_rgb, encoding="bgr8")
+    padded = np.zeros((2, probe.step + 4), np.uint8)  # [H, step + 4]
+    padded[:, : probe.step] = np.frombuffer(probe.data, np.uint8).reshape(2, probe.step)
+    probe.step += 4
+    probe.data = array.array("B", padded.tobytes())
+    try:
+        bridge = CvBridge()
+        ok = np.array_equal(np.asarray(bridge.imgmsg_to_cv2(probe, "rgb8")), probe_rgb)
+    except Exception as exc:  # a broken bridge is not fatal: the own converter takes over
+        _LOG.warning("cv_bridge imported but failed a self-check (%s: %s); using the own "
+                     "converter", type(exc).__name__, exc)
+        return None
+    if not ok:
+        _LOG.warning("cv_bridge decoded a probe image wrongly; using the own converter")
+        return None
+    _LOG.info("using cv_bridge for sensor_msgs/Image conversion")
+    return bridge, CvBridgeError
+
+
+def rgb_to_image_msg(
+    rgb: np.ndarray, encoding: str = "rgb8", header: Header | None = None
+) -> Image:
+    """Build a ``sensor_msgs/Image`` (``rgb8`` or ``bgr8``, unpadded) from ``[H, W, 3] uint8``."""
+    _check_rgb(rgb)
+    if encoding == "rgb8":
+        pixels = np.ascontiguousarray(rgb)  # [H, W, 3]
+    elif encoding == "bgr8":
+        pixels = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)  # [H, W, 3]
+    else:
+        raise ValueError(f"encoding must be 'rgb8' or 'bgr8', got {encoding!r}")
+    height, width = rgb.shape[:2]
+    msg = Image()
+    if header is not None:
+        msg.header = _copy_header(header)
+    msg.height, msg.width, msg.encoding = height, width, encoding
+    msg.is_bigendian = 0
+    msg.step = width * 3
+    msg.data = array.array("B", pixels.tobytes())
+    return msg
+
+
+# --------------------------------------------------------------------------- compressed images
+
+
+def compressed_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` into ``[H, W, 3] uint8`` RGB.
+
+    Grey images come back as three equal channels and alpha is dropped. Depth images from
+    ``compressed_depth_image_transport`` (format containing ``compressedDepth``) are refused.
+    """
+    fmt = str(msg.format)
+    if "compresseddepth" in fmt.lower():
+        raise ImageConversionError(f"compressed depth images are not supported (format {fmt!r})")
+    try:
+        buf = np.frombuffer(msg.data, dtype=np.uint8)  # [N] zero-copy
+    except (TypeError, ValueError) as exc:
+        raise ImageConversionError(f"compressed image data is not a byte buffer: {exc}") from exc
+    if buf.size == 0:
+        raise ImageConversionError(f"compressed image is empty (format {fmt!r})")
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # [H, W, 3] BGR or None
+    if bgr is None:
+        raise ImageConversionError(
+            f"cannot decode compressed image: {buf.size} bytes, format {fmt!r}, "
+            f"first bytes {bytes(buf[:8]).hex()}"
+        )
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # [H, W, 3]
+
+
+def rgb_to_compressed_msg(
+    rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90, header: Header | None = None
+) -> CompressedImage:
+    """Encode ``[H, W, 3] uint8`` RGB as a JPEG (``quality`` 1..100) or PNG message."""
+    _check_rgb(rgb)
+    bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)  # [H, W, 3]
+    if fmt == "jpeg":
+        if not 1 <= int(quality) <= 100:
+            raise ValueError(f"quality must be in 1..100, got {quality}")
+        ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    elif fmt == "png":
+        ok, encoded = cv2.imencode(".png", bgr)
+    else:
+        raise ValueError(f"fmt must be 'jpeg' or 'png', got {fmt!r}")
+    if not ok:
+        raise ValueError(f"OpenCV failed to encode a {rgb.shape} image as {fmt}")
+    msg = CompressedImage()
+    if header is not None:
+        msg.header = _copy_header(header)
+    msg.format = fmt
+    msg.data = array.array("B", encoded.tobytes())
+    return msg
+
+
+def _check_rgb(rgb: np.ndarray) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or (
+        rgb.shape[2] != 3
+    ):
+        got = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise ValueError(f"rgb must be a uint8 array of shape [H, W, 3], got {got}")
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ValueError(f"rgb has zero size: shape {rgb.shape}")
+
+
+def _copy_header(header: Header) -> Header:
+    return Header(stamp=Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec),
+                  frame_id=header.frame_id)
+
+
+# --------------------------------------------------------------------------- time
+
+
+def stamp_to_ns(stamp: Time) -> int:
+    """``builtin_interfaces/Time`` -> integer nanoseconds (exact, no float rounding)."""
+    return int(stamp.sec) * _NS_PER_S + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int) -> Time:
+    """Integer nanoseconds -> ``builtin_interfaces/Time``; ``sec`` must fit its int32 field."""
+    sec, nanosec = divmod(int(ns), _NS_PER_S)
+    if not 0 <= sec <= _INT32_MAX:
+        raise ValueError(f"time {ns} ns is outside builtin_interfaces/Time (0..{_INT32_MAX} s)")
+    return Time(sec=sec, nanosec=nanosec)
