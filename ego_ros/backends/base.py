@@ -182,7 +182,7 @@ class FamilyAdapter:
     def encode_images(self, images: Sequence[np.ndarray]) -> list[Visual]:
         raise TypeError(f"{type(self).__name__} must define encode_images")
 
-    def encode_clip(self, frames: Sequence[np.ndarray]) -> list[Visual]:
+    def encode_clip(self, frames: Sequence[np.ndarray], fps: float = 2.0) -> list[Visual]:
         """A clip: the family's native video input where it has one, else one block a frame."""
         return self.encode_images(frames)
 
@@ -289,8 +289,14 @@ class LVLMBackend:
         return self.adapter.encode_images(list(images))
 
     @torch.inference_mode()
-    def encode_clip(self, frames: Sequence[np.ndarray]) -> list[Visual]:
-        return self.adapter.encode_clip(list(frames))
+    def encode_clip(self, frames: Sequence[np.ndarray], fps: float = 2.0) -> list[Visual]:
+        """A clip: one native video block (Qwen2.5-VL) or one block per frame (InternVL)."""
+        return self.adapter.encode_clip(list(frames), fps=fps)
+
+    def memory_block(self, tokens: torch.Tensor, coords: torch.Tensor,
+                     grid: tuple[int, int, int]) -> Visual:
+        """A stored memory view as a visual block: ``tokens [N, D]`` at grid ``coords [N, 3]``."""
+        return Visual(tokens, coords.long(), grid, "memory")
 
     # -- the soft-prompt seam ----------------------------------------------------------------
     def embed(self, segments: Sequence[Segment], start_pos: int = 0) -> Embedded:
@@ -374,11 +380,11 @@ class LVLMBackend:
         return (logits if all_logits else logits[0]), new_state
 
     @torch.inference_mode()
-    def prefill(self, segments: Sequence[Segment], state: KVState | None = None,
-                ) -> tuple[torch.Tensor, KVState]:
+    def prefill(self, segments: Sequence[Segment], state: KVState | None = None, *,
+                keep_state: bool = True) -> tuple[torch.Tensor, KVState | None]:
+        """Process ``segments`` after ``state``: next-token logits ``[V]`` and the new state."""
         emb = self.embed(segments, start_pos=state.next_pos if state else 0)
-        logits, new_state = self.forward(emb, state)
-        return logits, new_state
+        return self.forward(emb, state, keep_state=keep_state)
 
     @torch.inference_mode()
     def generate(self, segments: Sequence[Segment], state: KVState | None = None, *,

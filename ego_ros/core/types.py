@@ -83,6 +83,9 @@ class IntroduceResult:
     area_defaulted: list[bool]  # per new view: True when the answer could not be parsed
     layers: list[int]
     elapsed_s: float
+    # per new view: {"indices": [...], "grid": [rows, cols]}, enough to draw the overlay of
+    # the selected patches on the reference image the caller sent
+    selected: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,385 @@
+"""EgoEngine: concept memories injected into the LVLM's context (paper §3.5), for every task.
+
+The context of every request is::
+
+    <chat header> memory_header  name_1: <memory 1>  ...  name_k: <memory k>   <- prefix
+    query: <image or clip>                                                    <- per frame
+    <task prompt>                                                             <- per task
+
+The prefix depends only on the concepts in context, so its key/value cache is computed once
+per concept set and reused for every frame (a bounded LRU keyed by the concepts' names and
+memory versions; any change to a concept drops the entries that hold it). With retrieval on,
+the query image is encoded first, the concepts are ranked by similarity to it in the LLM
+embedding space (``ConceptIndex``: mean over memory tokens of the max cosine similarity to any
+query token) and the top ``max_in_context`` are put in context, in name order so that the same
+set always gives the same prefix.
+
+One inference runs at a time (a lock); at most ``max_waiting`` callers queue behind it and any
+further caller gets :class:`EngineBusy` at once instead of piling up.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ego_ros.core.introduce import IntroduceConfig, default_layers, introduce_concept
+from ego_ros.core.memory import ConceptMemory
+from ego_ros.core.names import validate_concept_name
+from ego_ros.core.parsing import mentioned_names, parse_present_names
+from ego_ros.core.prompts import Prompts, prompts_for
+from ego_ros.core.retrieval import ConceptIndex
+from ego_ros.core.scoring import Thresholds, answer_variants, yes_no_score
+from ego_ros.core.types import (
+    AnswerResult,
+    ConceptInfo,
+    ConceptScore,
+    IntroduceResult,
+    RecognitionResult,
+)
+
+log = logging.getLogger(__name__)
+
+MODES = ("per-concept", "joint")
+
+
+class EngineBusy(RuntimeError):
+    """Too many requests are already waiting for the model."""
+
+
+class UnknownConcept(KeyError):
+    """A request named a concept that is not stored."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown concept"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Inference settings. ``thresholds`` holds per-concept decision thresholds on the score.
+
+    max_in_context: most concepts put in one context; more stored ones trigger retrieval.
+    prefix_cache_size: memory prefixes (one per concept set) kept; 0 disables reuse.
+    max_new_tokens: budget of free-form answers and captions.
+    max_waiting: callers allowed to queue behind the running request.
+    clip_fps: frame rate assumed for a clip given as native video (temporal positions).
+    """
+
+    introduce: IntroduceConfig = field(default_factory=IntroduceConfig)
+    layers: tuple[int, ...] | None = None
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    max_in_context: int = 10
+    prefix_cache_size: int = 8
+    max_new_tokens: int = 48
+    max_waiting: int = 4
+    clip_fps: float = 2.0
+
+    def __post_init__(self) -> None:
+        checks = {"max_in_context": 1, "prefix_cache_size": 0, "max_new_tokens": 1,
+                  "max_waiting": 0}
+        for name, low in checks.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"EngineConfig.{name} must be an integer >= {low}, got {value!r}")
+        if not (isinstance(self.clip_fps, int | float) and self.clip_fps > 0):
+            raise ValueError(f"EngineConfig.clip_fps must be positive, got {self.clip_fps!r}")
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
+
+
+@dataclass
+class _Query:
+    """An encoded query (image or clip) and how it enters the prompt."""
+
+    blocks: list  # backend Visual blocks
+    content: str  # prompt text with <ego:q...> sentinels
+    visuals: dict
+    tokens: torch.Tensor  # [N, D] all query visual tokens (for retrieval)
+
+
+class EgoEngine:
+    """Introduce, recognise, answer and caption with concept memories (in-process)."""
+
+    def __init__(self, backend, store, config: EngineConfig | None = None,
+                 layers: Sequence[int] | None = None) -> None:
+        self.backend = backend
+        self.store = store
+        self.config = config or EngineConfig()
+        chosen = layers if layers is not None else self.config.layers
+        self.layers = tuple(chosen) if chosen else default_layers(backend.num_layers)
+        self.prompts: Prompts = prompts_for(backend.family)
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+        self._memories: dict[str, ConceptMemory] = {}
+        self._versions: dict[str, int] = {}
+        self._version_counter = 0
+        self._prefixes: OrderedDict[tuple, object] = OrderedDict()
+        self._yes = backend.variant_ids(answer_variants("yes"))
+        self._no = backend.variant_ids(answer_variants("no"))
+        if not self._yes or not self._no:
+            log.warning("the tokenizer has no single-token yes/no; scores will be NaN")
+        self.stats = {"requests": 0, "prefix_hits": 0, "prefix_misses": 0, "busy_rejections": 0}
+        self._load_store()
+        self._index = ConceptIndex.from_memories(
+            {n: m.tokens for n, m in self._memories.items()}, device="cpu",
+            dim=backend.hidden_size)
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def _load_store(self) -> None:
+        names = self.store.names()
+        if names:
+            for memory in self.store.get_many(names, skip_broken=True):
+                self._remember(memory)
+        log.info("engine: %d concepts loaded, layers %s", len(self._memories), self.layers)
+
+    def _remember(self, memory: ConceptMemory) -> None:
+        self._version_counter += 1
+        self._memories[memory.name] = memory
+        self._versions[memory.name] = self._version_counter
+        self._drop_prefixes(memory.name)
+
+    def _drop_prefixes(self, name: str) -> None:
+        for key in [k for k in self._prefixes if any(n == name for n, _ in k)]:
+            del self._prefixes[key]
+
+    @contextmanager
+    def _turn(self):
+        """Hold the model: one request at a time, a bounded queue behind it."""
+        with self._waiting_lock:
+            if self._waiting > self.config.max_waiting:
+                self.stats["busy_rejections"] += 1
+                raise EngineBusy(f"{self._waiting} requests already waiting for the model")
+            self._waiting += 1
+        with self._lock:
+            with self._waiting_lock:
+                self._waiting -= 1
+            self.stats["requests"] += 1
+            yield
+
+    # -- introduction ----------------------------------------------------------------------
+    def introduce(self, name: str, images: Sequence[np.ndarray],
+                  replace: bool = False) -> IntroduceResult:
+        name = validate_concept_name(name)
+        if not images:
+            raise ValueError("introduce: no reference views given")
+        started = time.perf_counter()
+        with self._turn():
+            new, traces = introduce_concept(self.backend, name, images, self.layers,
+                                            self.config.introduce)
+            stored = self.store.put(new, replace=replace)
+            self._remember(stored)
+            self._index.add(name, stored.tokens)  # replaces an indexed memory of that name
+        return IntroduceResult(
+            name=stored.name, num_tokens=stored.num_tokens, num_views=stored.num_views,
+            keywords=[list(t.selection.keywords) for t in traces],
+            area_percent=[t.selection.area_percent for t in traces],
+            area_defaulted=[t.selection.area_defaulted for t in traces],
+            layers=list(self.layers), elapsed_s=time.perf_counter() - started,
+            selected=[{"indices": t.selection.indices.tolist(), "grid": list(t.selection.grid)}
+                      for t in traces])
+
+    def forget(self, name: str) -> bool:
+        with self._turn():
+            if name not in self._memories:
+                return False
+            self.store.delete(name)
+            del self._memories[name]
+            del self._versions[name]
+            self._drop_prefixes(name)
+            self._index.remove(name)
+            return True
+
+    def concepts(self) -> list[ConceptInfo]:
+        return [self._memories[n].to_info() for n in sorted(self._memories)]
+
+    def health(self) -> dict:
+        return {"ok": True, "family": self.backend.family, "device": str(self.backend.device),
+                "dtype": str(self.backend.dtype).removeprefix("torch."),
+                "concepts": len(self._memories), "layers": list(self.layers),
+                "prefix_cache": len(self._prefixes), "busy": self._lock.locked(), **self.stats}
+
+    # -- prompt pieces --------------------------------------------------------------------
+    def _encode_query(self, frames: Sequence[np.ndarray], clip: bool) -> _Query:
+        if not frames:
+            raise ValueError("no frames given")
+        if clip and len(frames) > 1:
+            blocks = self.backend.encode_clip(frames, fps=self.config.clip_fps)
+        else:
+            blocks = self.backend.encode_images([frames[-1]])
+        if len(blocks) == 1:
+            lead = self.prompts.query_clip if blocks[0].kind == "video" else self.prompts.query_image
+            content, visuals = lead, {"query": blocks[0]}
+        else:  # a clip given as several images
+            parts = [f"Frame{i + 1}: <ego:q{i}>" for i in range(len(blocks))]
+            content = self.prompts.query_clip.replace("<ego:query>", "".join(parts))
+            visuals = {f"q{i}": b for i, b in enumerate(blocks)}
+        tokens = torch.cat([b.tokens for b in blocks]).float().cpu()  # [N, D]
+        return _Query(blocks, content, visuals, tokens)
+
+    def _select_concepts(self, query: _Query, restrict: Sequence[str] | None) -> list[str]:
+        if restrict:
+            missing = [n for n in restrict if n not in self._memories]
+            if missing:
+                raise UnknownConcept(f"unknown concept(s): {', '.join(missing)}")
+            candidates = list(dict.fromkeys(restrict))
+        else:
+            candidates = list(self._memories)
+        k = self.config.max_in_context
+        if len(candidates) > k:
+            ranked = self._index.rank(query.tokens, k=None)
+            allowed = set(candidates)
+            candidates = [n for n, _ in ranked if n in allowed][:k]
+        return sorted(candidates)
+
+    def _memory_blocks(self, memory: ConceptMemory) -> list:
+        from_view = []
+        for v, view in enumerate(memory.views):
+            rows, cols = view.grid
+            idx = view.indices
+            coords = torch.stack([torch.zeros_like(idx), idx // cols, idx % cols], dim=1)
+            from_view.append(self.backend.memory_block(memory.view_tokens(v), coords,
+                                                       (1, rows, cols)))
+        return from_view
+
+    def _prefix_text(self, names: Sequence[str]) -> tuple[str, dict]:
+        if not names:
+            return "", {}
+        text = self.prompts.memory_header
+        visuals = {}
+        for i, name in enumerate(names):
+            text += self.prompts.memory_item.format(name=name, key=f"m{i}")
+            visuals[f"m{i}"] = self._memory_blocks(self._memories[name])
+        return text, visuals
+
+    def _render(self, names: Sequence[str], query: _Query, task: str):
+        """Segments split into (prefix, query, tail) and the prefix's cache key."""
+        prefix_text, visuals = self._prefix_text(names)
+        visuals = {**visuals, **query.visuals}
+        segments = self.backend.render(prefix_text + query.content + task, visuals)
+        ids = [i for i, s in enumerate(segments) if any(s is b for b in query.blocks)]
+        first, last = ids[0], ids[-1]
+        key = tuple((n, self._versions[n]) for n in names)
+        return segments[:first], segments[first:last + 1], segments[last + 1:], key
+
+    def _prefix_state(self, key: tuple, prefix_segments: list):
+        if not prefix_segments:
+            return None
+        cached = self._prefixes.get(key) if self.config.prefix_cache_size else None
+        if cached is not None:
+            self._prefixes.move_to_end(key)
+            self.stats["prefix_hits"] += 1
+            return cached
+        self.stats["prefix_misses"] += 1
+        _, state = self.backend.prefill(prefix_segments, None)
+        if self.config.prefix_cache_size:
+            self._prefixes[key] = state
+            while len(self._prefixes) > self.config.prefix_cache_size:
+                self._prefixes.popitem(last=False)
+        return state
+
+    def _prepare(self, frames, clip, restrict, task: str):
+        query = self._encode_query(frames, clip)
+        names = self._select_concepts(query, restrict)
+        prefix, query_part, tail, key = self._render(names, query, task)
+        state = self._prefix_state(key, prefix)
+        _, state = self.backend.prefill(query_part, state)
+        return names, state, tail
+
+    # -- tasks ----------------------------------------------------------------------------
+    def recognize(self, frames: Sequence[np.ndarray], mode: str = "per-concept",
+                  clip: bool = False, concepts: Sequence[str] | None = None,
+                  caption: bool = False) -> RecognitionResult:
+        """Which known concepts are in the frame (the last one) or the clip (``clip=True``).
+
+        per-concept (the paper's protocol): one yes/no question per concept in context, scored
+        by P(yes) / (P(yes) + P(no)) of the first answer token, all branching from one cached
+        [memories + query] state. joint: one question listing every name; the model answers
+        with the present ones (no score, NaN)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        started = time.perf_counter()
+        with self._turn():
+            query = self._encode_query(frames, clip)
+            names = self._select_concepts(query, concepts)
+            results: list[ConceptScore] = []
+            cap_text = ""
+            if names or caption:
+                task = (self.prompts.recognize_joint.format(names=", ".join(names))
+                        if mode == "joint" else "")
+                prefix, query_part, tail, key = self._render(names, query, task)
+                state = self._prefix_state(key, prefix)
+                _, state = self.backend.prefill(query_part, state)
+                if mode == "joint" and names:
+                    gen = self.backend.generate(tail, state,
+                                                max_new_tokens=self.config.max_new_tokens)
+                    present = set(parse_present_names(gen.text, names))
+                    results = [ConceptScore(n, n in present, math.nan) for n in names]
+                elif names:
+                    results = [self._score_one(name, state) for name in names]
+                if caption:
+                    cap_text = self._generate_from(state, self.prompts.caption)
+        return RecognitionResult(results, names, mode, cap_text,
+                                 (time.perf_counter() - started) * 1000.0)
+
+    def _task_tail(self, task: str) -> list:
+        """Token segments of ``task`` as it follows the query block in a rendered turn."""
+        marker = self.backend.render("<ego:x>" + task, {"x": self._dummy_block()})
+        cut = next(i for i, s in enumerate(marker) if not isinstance(s, torch.Tensor))
+        return marker[cut + 1:]
+
+    def _dummy_block(self):
+        if not hasattr(self, "_dummy"):
+            self._dummy = self.backend.memory_block(
+                torch.zeros(1, self.backend.hidden_size), torch.zeros(1, 3, dtype=torch.long),
+                (1, 1, 1))
+        return self._dummy
+
+    def _score_one(self, name: str, state) -> ConceptScore:
+        tail = self._task_tail(self.prompts.recognize_one.format(name=name))
+        logits, _ = self.backend.prefill(tail, state, keep_state=False)
+        if not self._yes or not self._no:
+            return ConceptScore(name, bool(torch.argmax(logits) in self._yes), math.nan)
+        score = float(yes_no_score(logits, self._yes, self._no))
+        return ConceptScore(name, self.config.thresholds.decide(name, score), score)
+
+    def _generate_from(self, state, task: str) -> str:
+        gen = self.backend.generate(self._task_tail(task), state,
+                                    max_new_tokens=self.config.max_new_tokens)
+        return gen.text.strip()
+
+    def ask(self, question: str, frames: Sequence[np.ndarray], clip: bool = False,
+            concepts: Sequence[str] | None = None) -> AnswerResult:
+        """A free-form (or multiple-choice) question about the frame or clip; concept names
+        may be used in it."""
+        if not question or not question.strip():
+            raise ValueError("ask: the question is empty")
+        return self._answer(self.prompts.ask.format(question=question.strip()), frames, clip,
+                            concepts)
+
+    def caption(self, frames: Sequence[np.ndarray], clip: bool = False,
+                concepts: Sequence[str] | None = None) -> AnswerResult:
+        """A personalized caption; ``concepts`` of the result lists the known names in it."""
+        return self._answer(self.prompts.caption, frames, clip, concepts)
+
+    def _answer(self, task: str, frames, clip, concepts) -> AnswerResult:
+        started = time.perf_counter()
+        with self._turn():
+            query = self._encode_query(frames, clip)
+            names = self._select_concepts(query, concepts)
+            prefix, query_part, tail, key = self._render(names, query, task)
+            state = self._prefix_state(key, prefix)
+            _, state = self.backend.prefill(query_part, state)
+            gen = self.backend.generate(tail, state, max_new_tokens=self.config.max_new_tokens)
+        text = gen.text.strip()
+        return AnswerResult(text, mentioned_names(text, list(self._memories)), names,
+                            (time.perf_counter() - started) * 1000.0)
