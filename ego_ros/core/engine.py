@@ -52,11 +52,11 @@ log = logging.getLogger(__name__)
 MODES = ("per-concept", "joint")
 
 
-class EngineBusy(RuntimeError):
+class EngineBusy(RuntimeError):  # noqa: N818 (reads as a state, like TimeoutError)
     """Too many requests are already waiting for the model."""
 
 
-class UnknownConcept(KeyError):
+class UnknownConcept(KeyError):  # noqa: N818
     """A request named a concept that is not stored."""
 
     def __str__(self) -> str:
@@ -217,7 +217,8 @@ class EgoEngine:
         else:
             blocks = self.backend.encode_images([frames[-1]])
         if len(blocks) == 1:
-            lead = self.prompts.query_clip if blocks[0].kind == "video" else self.prompts.query_image
+            video = blocks[0].kind == "video"
+            lead = self.prompts.query_clip if video else self.prompts.query_image
             content, visuals = lead, {"query": blocks[0]}
         else:  # a clip given as several images
             parts = [f"Frame{i + 1}: <ego:q{i}>" for i in range(len(blocks))]
