@@ -138,7 +138,7 @@ class EgoEngine:
     def _load_store(self) -> None:
         names = self.store.names()
         if names:
-            for memory in self.store.get_many(names, skip_broken=True):
+            for memory in self.store.get_many(names, skip_broken=True).values():
                 self._remember(memory)
         log.info("engine: %d concepts loaded, layers %s", len(self._memories), self.layers)
 
@@ -331,6 +331,19 @@ class EgoEngine:
                     cap_text = self._generate_from(state, self.prompts.caption)
         return RecognitionResult(results, names, mode, cap_text,
                                  (time.perf_counter() - started) * 1000.0)
+
+    def next_token_logits(self, frames: Sequence[np.ndarray], task: str, clip: bool = False,
+                          concepts: Sequence[str] | None = None) -> torch.Tensor:
+        """Logits ``[V]`` (float32) of the first answer token for ``task`` after the
+        personalized context: the number every score is made from, exposed for analysis."""
+        with self._turn():
+            query = self._encode_query(frames, clip)
+            names = self._select_concepts(query, concepts)
+            prefix, query_part, tail, key = self._render(names, query, task)
+            state = self._prefix_state(key, prefix)
+            _, state = self.backend.prefill(query_part, state)
+            logits, _ = self.backend.prefill(tail, state, keep_state=False)
+        return logits
 
     def _task_tail(self, task: str) -> list:
         """Token segments of ``task`` as it follows the query block in a rendered turn."""

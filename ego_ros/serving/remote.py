@@ -1,0 +1,251 @@
+"""The engine's public methods across a process boundary: the only module that knows both the
+engine's API and the RPC transport.
+
+- :class:`RemoteEngine` has the engine's public methods and runs them in a worker process;
+  callers (the ROS node) use it exactly like an in-process ``EgoEngine``, plus
+  :attr:`~RemoteEngine.healthy` / :attr:`~RemoteEngine.last_ok` for diagnostics.
+- :func:`engine_handler` turns a real engine into an :class:`~ego_ros.serving.rpc.RpcServer`
+  handler, exposing only the whitelisted :data:`ENGINE_METHODS`.
+
+Every method's reply is ``{"result": <JSON>}`` (the result type's ``to_dict``); images travel as
+uint8 arrays, one frame each. A remote failure raises
+:class:`~ego_ros.serving.rpc.WorkerUnavailable` (worker down or too slow) or
+:class:`~ego_ros.serving.rpc.RemoteError` (the engine raised; its type and message are kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from ego_ros.core.types import AnswerResult, ConceptInfo, IntroduceResult, RecognitionResult
+from ego_ros.serving.rpc import CurveClientKeys, Handler, RpcClient, RpcServer
+from ego_ros.serving.wire import DEFAULT_LIMITS, WireLimits
+
+ENGINE_METHODS = frozenset(
+    {"introduce", "recognize", "ask", "caption", "forget", "concepts", "health"}
+)
+
+
+class EngineLike(Protocol):
+    """The engine's public API (``ego_ros.core.engine.EgoEngine`` and :class:`RemoteEngine`)."""
+
+    def introduce(self, name: str, images: list[np.ndarray], replace: bool = False
+                  ) -> IntroduceResult: ...
+    def recognize(self, frames: list[np.ndarray], mode: str = "per-concept", clip: bool = False,
+                  concepts: list[str] | None = None, caption: bool = False
+                  ) -> RecognitionResult: ...
+    def ask(self, question: str, frames: list[np.ndarray], clip: bool = False,
+            concepts: list[str] | None = None) -> AnswerResult: ...
+    def caption(self, frames: list[np.ndarray], clip: bool = False,
+                concepts: list[str] | None = None) -> AnswerResult: ...
+    def forget(self, name: str) -> bool: ...
+    def concepts(self) -> list[ConceptInfo]: ...
+    def health(self) -> dict[str, Any]: ...
+
+
+def check_images(what: str, images: Sequence[Any]) -> list[np.ndarray]:
+    """The images as a list, each an HxWx3 uint8 array; ValueError naming the first bad one."""
+    if isinstance(images, np.ndarray) or not isinstance(images, Sequence):
+        raise ValueError(f"{what} must be a list of HxWx3 uint8 arrays, "
+                         f"got {type(images).__name__}")
+    for index, image in enumerate(images):
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+                and image.shape[2] == 3 and image.shape[0] > 0 and image.shape[1] > 0):
+            got = (f"{image.dtype} array of shape {image.shape}"
+                   if isinstance(image, np.ndarray) else type(image).__name__)
+            raise ValueError(f"{what}[{index}] must be an HxWx3 uint8 array, got {got}")
+    return list(images)
+
+
+class RemoteEngine:
+    """The engine's public methods, executed by an ``ego-ros worker`` at ``endpoint``.
+
+    ``timeout_s`` bounds each inference call; ``introduce_timeout_s`` the slower introduction
+    (several LVLM passes per view). See :class:`~ego_ros.serving.rpc.RpcClient` for the rest.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout_s: float = 30.0,
+        introduce_timeout_s: float = 120.0,
+        connect_timeout_s: float = 5.0,
+        heartbeat_s: float = 0.0,
+        curve: CurveClientKeys | None = None,
+        limits: WireLimits = DEFAULT_LIMITS,
+    ) -> None:
+        if isinstance(introduce_timeout_s, bool) or not isinstance(
+                introduce_timeout_s, (int, float)) or not introduce_timeout_s > 0:
+            raise ValueError(
+                f"introduce_timeout_s must be a positive number of seconds, "
+                f"got {introduce_timeout_s!r}")
+        self._introduce_timeout_s = float(introduce_timeout_s)
+        self._client = RpcClient(endpoint, timeout_s=timeout_s,
+                                 connect_timeout_s=connect_timeout_s, heartbeat_s=heartbeat_s,
+                                 curve=curve, limits=limits)
+
+    # -- transport state --------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        return self._client.endpoint
+
+    @property
+    def healthy(self) -> bool:
+        """True when the last exchange with the worker succeeded (see ``RpcClient.healthy``)."""
+        return self._client.healthy
+
+    @property
+    def last_ok(self) -> float | None:
+        """``time.monotonic()`` of the worker's last answer; None before any."""
+        return self._client.last_ok
+
+    @property
+    def server_info(self) -> dict[str, Any] | None:
+        """The worker's ``hello`` answer (protocol, methods, model info), once connected."""
+        return self._client.server_info
+
+    def wait_ready(self, timeout_s: float) -> dict[str, Any]:
+        """Block until the worker answers the handshake (start-up), at most ``timeout_s``."""
+        return self._client.wait_ready(timeout_s)
+
+    def ping(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """Worker status (``busy``, ``queued``, ``uptime_s``, ``rtt_s``); answered mid-request."""
+        return self._client.ping(timeout_s)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> RemoteEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the engine's public methods --------------------------------------------------------
+    def _result(self, method: str, params: dict[str, Any], images: Sequence[Any] = (),
+                timeout_s: float | None = None) -> Any:
+        reply, _ = self._client.call(method, params, images, timeout_s=timeout_s)
+        if "result" not in reply:
+            raise ValueError(f"worker reply to {method} has no 'result': {sorted(reply)}")
+        return reply["result"]
+
+    def introduce(self, name: str, images: list[np.ndarray], replace: bool = False
+                  ) -> IntroduceResult:
+        data = self._result("introduce", {"name": name, "replace": replace},
+                            check_images("images", images), self._introduce_timeout_s)
+        return IntroduceResult.from_dict(data)
+
+    def recognize(self, frames: list[np.ndarray], mode: str = "per-concept", clip: bool = False,
+                  concepts: list[str] | None = None, caption: bool = False
+                  ) -> RecognitionResult:
+        params = {"mode": mode, "clip": clip, "concepts": concepts, "caption": caption}
+        data = self._result("recognize", params, check_images("frames", frames))
+        return RecognitionResult.from_dict(data)
+
+    def ask(self, question: str, frames: list[np.ndarray], clip: bool = False,
+            concepts: list[str] | None = None) -> AnswerResult:
+        params = {"question": question, "clip": clip, "concepts": concepts}
+        return AnswerResult.from_dict(self._result("ask", params, check_images("frames", frames)))
+
+    def caption(self, frames: list[np.ndarray], clip: bool = False,
+                concepts: list[str] | None = None) -> AnswerResult:
+        data = self._result("caption", {"clip": clip, "concepts": concepts},
+                            check_images("frames", frames))
+        return AnswerResult.from_dict(data)
+
+    def forget(self, name: str) -> bool:
+        return bool(self._result("forget", {"name": name}))
+
+    def concepts(self) -> list[ConceptInfo]:
+        return [ConceptInfo.from_dict(c) for c in self._result("concepts", {})]
+
+    def health(self) -> dict[str, Any]:
+        """The worker engine's health; raises WorkerUnavailable when the worker is down."""
+        return dict(self._result("health", {}))
+
+
+# -- worker side --------------------------------------------------------------------------------
+_STR, _BOOL, _NAMES = (str,), (bool,), (list, type(None))
+# method -> parameter name -> accepted JSON types; every parameter is required (the client
+# always sends all of them), anything else is refused so typos fail loudly.
+_PARAMS: dict[str, dict[str, tuple[type, ...]]] = {
+    "introduce": {"name": _STR, "replace": _BOOL},
+    "recognize": {"mode": _STR, "clip": _BOOL, "concepts": _NAMES, "caption": _BOOL},
+    "ask": {"question": _STR, "clip": _BOOL, "concepts": _NAMES},
+    "caption": {"clip": _BOOL, "concepts": _NAMES},
+    "forget": {"name": _STR},
+    "concepts": {},
+    "health": {},
+}
+_TAKES_IMAGES = {"introduce", "recognize", "ask", "caption"}
+
+
+def _checked(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    spec = _PARAMS[method]
+    if set(params) != set(spec):
+        raise ValueError(f"{method}: expected parameters {sorted(spec)}, got {sorted(params)}")
+    for key, types in spec.items():
+        value = params[key]
+        if not isinstance(value, types) or (
+                isinstance(value, list) and not all(isinstance(v, str) for v in value)):
+            raise TypeError(f"{method}: parameter {key!r} has the wrong type "
+                            f"({type(value).__name__}: {value!r:.60})")
+    return params
+
+
+def _call(engine: EngineLike, method: str, p: dict[str, Any], images: list[np.ndarray]) -> Any:
+    if method == "introduce":
+        return engine.introduce(p["name"], images, replace=p["replace"]).to_dict()
+    if method == "recognize":
+        return engine.recognize(images, mode=p["mode"], clip=p["clip"], concepts=p["concepts"],
+                                caption=p["caption"]).to_dict()
+    if method == "ask":
+        return engine.ask(p["question"], images, clip=p["clip"],
+                          concepts=p["concepts"]).to_dict()
+    if method == "caption":
+        return engine.caption(images, clip=p["clip"], concepts=p["concepts"]).to_dict()
+    if method == "forget":
+        return bool(engine.forget(p["name"]))
+    if method == "concepts":
+        return [c.to_dict() for c in engine.concepts()]
+    return dict(engine.health())  # "health": _checked() admitted nothing else
+
+
+def engine_handler(engine: EngineLike) -> Handler:
+    """An RpcServer handler that runs the whitelisted :data:`ENGINE_METHODS` on ``engine``.
+
+    Received images are copied out of the network buffers (read-only views) so the engine owns
+    writable arrays, as it would in-process; the copy costs far less than one inference.
+    """
+
+    def handle(method: str, params: dict[str, Any], arrays: tuple[Any, ...]
+               ) -> tuple[dict[str, Any], list[Any]]:
+        if method not in ENGINE_METHODS:
+            raise ValueError(
+                f"{method!r} is not an engine method; allowed {sorted(ENGINE_METHODS)}")
+        _checked(method, params)
+        if method not in _TAKES_IMAGES and arrays:
+            raise ValueError(f"{method} takes no images, got {len(arrays)} arrays")
+        images = [np.array(a) for a in check_images("images", list(arrays))]
+        return {"result": _call(engine, method, params, images)}, []
+
+    return handle
+
+
+def serve_engine(engine: EngineLike, bind: str, **server_kwargs: Any) -> RpcServer:
+    """An (unstarted) RpcServer exposing ``engine``; ``server_kwargs`` go to RpcServer."""
+    return RpcServer(engine_handler(engine), bind, ENGINE_METHODS, **server_kwargs)
+
+
+__all__ = [
+    "ENGINE_METHODS",
+    "EngineLike",
+    "RemoteEngine",
+    "check_images",
+    "engine_handler",
+    "serve_engine",
+]

@@ -1,0 +1,212 @@
+"""Inference with injected concept memories (paper §3.5) on the tiny models of both families.
+
+Correctness is shown by equivalences, since the weights are random: the soft-prompt seam
+reproduces the plain model, a reused prefix changes nothing, memories really reach the model.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+import torch
+
+from ego_ros.core.engine import EgoEngine, EngineBusy, EngineConfig, UnknownConcept
+from ego_ros.core.memory import ConceptMemory
+from ego_ros.core.prompts import prompts_for
+from ego_ros.core.store import MemoryStore
+
+TASK = "Is the red box in the query? Answer yes or no."
+
+
+@pytest.fixture
+def engine(backend, tmp_path):
+    return EgoEngine(backend, MemoryStore(tmp_path / "store", backend.fingerprint))
+
+
+def _plain_logits(backend, items):
+    """The stock transformers path: chat template with image items, processor, model."""
+    messages = [{"role": "user", "content": items}]
+    text = backend.processor.apply_chat_template(messages, tokenize=False,
+                                                 add_generation_prompt=True)
+    n_images = sum(1 for i in items if i["type"] == "image")
+    kwargs = {"crop_to_patches": False} if backend.family == "internvl" else {}
+    images = [it["image"] for it in items if it["type"] == "image"]
+    inputs = backend.processor(text=[text], images=images if n_images else None,
+                               return_tensors="pt", **kwargs)
+    with torch.inference_mode():
+        return backend.model(**inputs).logits[0, -1].float()
+
+
+def test_no_concepts_gives_the_plain_models_logits(engine, backend, make_scene):
+    image = make_scene(7)
+    got = engine.next_token_logits([image], TASK)
+    lead = prompts_for(backend.family).query_image.split("<ego:query>")
+    ref = _plain_logits(backend, [{"type": "text", "text": lead[0]},
+                                  {"type": "image", "image": image},
+                                  {"type": "text", "text": lead[1] + TASK}])
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_full_image_as_soft_prompt_reproduces_the_image(backend, make_scene):
+    """Injecting an image's full visual tokens at the image's own positions (a memory block
+    holding every grid cell) gives the logits of passing the image normally: exact for the 1-D
+    RoPE family (InternVL), and for Qwen2.5-VL because memories keep their grid coordinates."""
+    image = make_scene(8)
+    visual = backend.encode_images([image])[0]
+    as_memory = backend.memory_block(visual.tokens.clone(), visual.coords.clone(), visual.grid)
+    segments = backend.render("Look: <ego:m>" + TASK, {"m": as_memory})
+    got, _ = backend.prefill(segments)
+    ref = _plain_logits(backend, [{"type": "text", "text": "Look: "},
+                                  {"type": "image", "image": image},
+                                  {"type": "text", "text": TASK}])
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_prefix_reuse_changes_nothing(backend, tmp_path, make_scene):
+    reuse = EgoEngine(backend, MemoryStore(tmp_path / "a", backend.fingerprint))
+    fresh = EgoEngine(backend, MemoryStore(tmp_path / "a", backend.fingerprint),
+                      EngineConfig(prefix_cache_size=0))
+    reuse.introduce("red box", [make_scene(1)])
+    reuse.introduce("Anna", [make_scene(2)])
+    fresh = EgoEngine(backend, MemoryStore(tmp_path / "a", backend.fingerprint),
+                      EngineConfig(prefix_cache_size=0))
+    for seed in (3, 4):  # the second frame hits the cached prefix
+        frame = [make_scene(seed)]
+        a = reuse.next_token_logits(frame, TASK)
+        b = fresh.next_token_logits(frame, TASK)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        ra, rb = reuse.recognize(frame), fresh.recognize(frame)
+        assert [c.name for c in ra.concepts] == [c.name for c in rb.concepts] == ["Anna", "red box"]
+        for x, y in zip(ra.concepts, rb.concepts):
+            assert x.score == pytest.approx(y.score, abs=1e-5)
+        assert reuse.caption(frame).answer == fresh.caption(frame).answer
+    assert reuse.stats["prefix_hits"] >= 3
+    assert fresh.stats["prefix_hits"] == 0
+
+
+def test_changing_the_concept_set_invalidates_the_prefix(engine, make_scene):
+    engine.introduce("red box", [make_scene(1)])
+    frame = [make_scene(3)]
+    before = engine.next_token_logits(frame, TASK)
+    misses = engine.stats["prefix_misses"]
+    engine.introduce("Anna", [make_scene(2)])
+    after = engine.next_token_logits(frame, TASK)  # a new set: a new prefix
+    assert engine.stats["prefix_misses"] == misses + 1
+    assert not torch.allclose(before, after)
+    engine.forget("Anna")  # back to {red box}: its prefix is still valid and reused
+    hits = engine.stats["prefix_hits"]
+    torch.testing.assert_close(engine.next_token_logits(frame, TASK), before,
+                               rtol=1e-5, atol=1e-5)
+    assert engine.stats["prefix_hits"] == hits + 1
+    engine.introduce("red box", [make_scene(4)], replace=True)  # its memory changed
+    assert not any(n == "red box" for key in engine._prefixes for n, _ in key)
+    assert not torch.allclose(engine.next_token_logits(frame, TASK), before)
+
+
+def test_changing_a_memory_changes_the_logits(engine, backend, make_scene):
+    engine.introduce("red box", [make_scene(1)])
+    frame = [make_scene(3)]
+    before = engine.next_token_logits(frame, TASK)
+    memory = engine.store.get("red box")
+    altered = ConceptMemory(memory.name, memory.tokens + 0.5, memory.view_ids, memory.views,
+                            memory.layers, memory.fingerprint, memory.created)
+    engine.store.put(altered, replace=True)
+    engine._remember(engine.store.get("red box"))
+    after = engine.next_token_logits(frame, TASK)
+    assert (before - after).abs().max() > 1e-3
+
+
+def test_recognition_scores_and_modes(engine, make_scene):
+    engine.introduce("red box", [make_scene(1)])
+    engine.introduce("Anna", [make_scene(2), make_scene(5)])
+    per = engine.recognize([make_scene(3)], caption=True)
+    assert per.considered == ["Anna", "red box"]
+    for c in per.concepts:
+        assert 0.0 <= c.score <= 1.0
+        assert c.present == (c.score >= 0.5)
+    assert isinstance(per.caption, str) and per.latency_ms > 0
+    joint = engine.recognize([make_scene(3)], mode="joint")
+    assert [c.name for c in joint.concepts] == ["Anna", "red box"]
+    assert all(math.isnan(c.score) for c in joint.concepts)
+    only = engine.recognize([make_scene(3)], concepts=["Anna"])
+    assert only.considered == ["Anna"]
+    with pytest.raises(UnknownConcept):
+        engine.recognize([make_scene(3)], concepts=["Bob"])
+    with pytest.raises(ValueError):
+        engine.recognize([make_scene(3)], mode="sometimes")
+
+
+def test_threshold_per_concept(backend, tmp_path, make_scene):
+    from ego_ros.core.scoring import Thresholds
+
+    store = MemoryStore(tmp_path / "s", backend.fingerprint)
+    EgoEngine(backend, store).introduce("red box", [make_scene(1)])
+    low = EgoEngine(backend, store, EngineConfig(thresholds=Thresholds(0.5, {"red box": 0.0})))
+    high = EgoEngine(backend, store, EngineConfig(thresholds=Thresholds(0.5, {"red box": 1.0})))
+    frame = [make_scene(3)]
+    assert low.recognize(frame).concepts[0].present is True
+    assert high.recognize(frame).concepts[0].present is False
+
+
+def test_video_clip_paths(engine, backend, make_scene):
+    engine.introduce("red box", [make_scene(1)])
+    frames = [make_scene(s) for s in (10, 11, 12, 13)]
+    blocks = backend.encode_clip(frames)
+    if backend.family == "qwen2_5_vl":
+        assert len(blocks) == 1 and blocks[0].kind == "video"  # native video input
+        assert blocks[0].grid[0] == 2  # 4 frames / temporal patch 2
+    else:
+        assert len(blocks) == 4 and all(b.kind == "image" for b in blocks)
+    result = engine.recognize(frames, clip=True)
+    assert result.considered == ["red box"] and 0 <= result.concepts[0].score <= 1
+    single = engine.recognize(frames[-1:], clip=False)
+    assert single.concepts[0].score != pytest.approx(result.concepts[0].score, abs=1e-6)
+    assert isinstance(engine.ask("What is red box doing?", frames, clip=True).answer, str)
+
+
+def test_retrieval_keeps_the_concept_made_from_the_query(backend, tmp_path, make_scene):
+    store = MemoryStore(tmp_path / "r", backend.fingerprint)
+    engine = EgoEngine(backend, store, EngineConfig(max_in_context=3))
+    query = make_scene(42, size=(224, 224))
+    engine.introduce("target", [query])
+    for i in range(12):
+        engine.introduce(f"other {i}", [make_scene(100 + i)])
+    result = engine.recognize([query])
+    assert len(result.considered) == 3
+    assert "target" in result.considered
+
+
+def test_many_stored_concepts(backend, tmp_path, make_scene):
+    """1,000 stored concepts: retrieval keeps max_in_context of them per query."""
+    store = MemoryStore(tmp_path / "m", backend.fingerprint)
+    seed_engine = EgoEngine(backend, store)
+    seed_engine.introduce("seed", [make_scene(1)])
+    base = store.get("seed")
+    store.put_many([base.renamed(f"c{i:04d}") for i in range(999)])
+    engine = EgoEngine(backend, store, EngineConfig(max_in_context=5))
+    assert len(engine.concepts()) == 1000
+    result = engine.recognize([make_scene(2)])
+    assert len(result.considered) == 5 == len(result.concepts)
+
+
+def test_bounded_queue_rejects_when_full(backend, tmp_path, make_scene):
+    engine = EgoEngine(backend, MemoryStore(tmp_path / "q", backend.fingerprint),
+                       EngineConfig(max_waiting=0))
+    engine.introduce("red box", [make_scene(1)])
+    errors: list[Exception] = []
+    with engine._lock:  # the model is busy with another request
+        waiter = threading.Thread(target=lambda: engine.recognize([make_scene(2)]))
+        waiter.start()
+        for _ in range(200):
+            if engine._waiting == 1:
+                break
+            threading.Event().wait(0.01)
+        try:
+            engine.recognize([make_scene(3)])
+        except EngineBusy as exc:
+            errors.append(exc)
+    waiter.join(timeout=30)
+    assert errors and "waiting" in str(errors[0])
+    assert engine.stats["busy_rejections"] == 1
