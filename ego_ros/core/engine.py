@@ -289,6 +289,8 @@ class EgoEngine:
         return state
 
     def _prepare(self, frames, clip, restrict, task: str):
+        """Encode the query, pick the concepts, and prefill [memories (cached) + query]:
+        returns the names in context, the state after the query, and the task's tokens."""
         query = self._encode_query(frames, clip)
         names = self._select_concepts(query, restrict)
         prefix, query_part, tail, key = self._render(names, query, task)
@@ -309,26 +311,24 @@ class EgoEngine:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         started = time.perf_counter()
+        if not self._memories and not caption and not concepts:  # nothing to look for
+            return RecognitionResult([], [], mode, "", 0.0)
         with self._turn():
-            query = self._encode_query(frames, clip)
-            names = self._select_concepts(query, concepts)
             results: list[ConceptScore] = []
             cap_text = ""
-            if names or caption:
-                task = (self.prompts.recognize_joint.format(names=", ".join(names))
-                        if mode == "joint" else "")
-                prefix, query_part, tail, key = self._render(names, query, task)
-                state = self._prefix_state(key, prefix)
-                _, state = self.backend.prefill(query_part, state)
-                if mode == "joint" and names:
-                    gen = self.backend.generate(tail, state,
-                                                max_new_tokens=self.config.max_new_tokens)
-                    present = set(parse_present_names(gen.text, names))
-                    results = [ConceptScore(n, n in present, math.nan) for n in names]
-                elif names:
-                    results = [self._score_one(name, state) for name in names]
-                if caption:
-                    cap_text = self._generate_from(state, self.prompts.caption)
+            # The joint question lists the names, so it is rendered once they are known.
+            names, state, _ = self._prepare(frames, clip, concepts, "")
+            if mode == "joint" and names:
+                tail = self._task_tail(
+                    self.prompts.recognize_joint.format(names=", ".join(names)))
+                gen = self.backend.generate(tail, state,
+                                            max_new_tokens=self.config.max_new_tokens)
+                present = set(parse_present_names(gen.text, names))
+                results = [ConceptScore(n, n in present, math.nan) for n in names]
+            else:
+                results = [self._score_one(name, state) for name in names]
+            if caption:
+                cap_text = self._generate_from(state, self.prompts.caption)
         return RecognitionResult(results, names, mode, cap_text,
                                  (time.perf_counter() - started) * 1000.0)
 
@@ -337,11 +337,7 @@ class EgoEngine:
         """Logits ``[V]`` (float32) of the first answer token for ``task`` after the
         personalized context: the number every score is made from, exposed for analysis."""
         with self._turn():
-            query = self._encode_query(frames, clip)
-            names = self._select_concepts(query, concepts)
-            prefix, query_part, tail, key = self._render(names, query, task)
-            state = self._prefix_state(key, prefix)
-            _, state = self.backend.prefill(query_part, state)
+            _, state, tail = self._prepare(frames, clip, concepts, task)
             logits, _ = self.backend.prefill(tail, state, keep_state=False)
         return logits
 
@@ -388,11 +384,7 @@ class EgoEngine:
     def _answer(self, task: str, frames, clip, concepts) -> AnswerResult:
         started = time.perf_counter()
         with self._turn():
-            query = self._encode_query(frames, clip)
-            names = self._select_concepts(query, concepts)
-            prefix, query_part, tail, key = self._render(names, query, task)
-            state = self._prefix_state(key, prefix)
-            _, state = self.backend.prefill(query_part, state)
+            names, state, tail = self._prepare(frames, clip, concepts, task)
             gen = self.backend.generate(tail, state, max_new_tokens=self.config.max_new_tokens)
         text = gen.text.strip()
         return AnswerResult(text, mentioned_names(text, list(self._memories)), names,
