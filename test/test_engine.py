@@ -210,3 +210,33 @@ def test_bounded_queue_rejects_when_full(backend, tmp_path, make_scene):
     waiter.join(timeout=30)
     assert errors and "waiting" in str(errors[0])
     assert engine.stats["busy_rejections"] == 1
+
+
+def test_batched_scores_equal_one_question_at_a_time(backend, tmp_path, make_scene):
+    """Per-concept questions are scored in one right-padded batch; each row must match the
+    question asked alone (questions of different lengths: names of different lengths)."""
+    store = MemoryStore(tmp_path / "b", backend.fingerprint)
+    batched = EgoEngine(backend, store, EngineConfig(score_batch=16))
+    for i, name in enumerate(["Bo", "my red mug", "Anna's old leather bag"]):
+        batched.introduce(name, [make_scene(20 + i)])
+    single = EgoEngine(backend, store, EngineConfig(score_batch=1))
+    frame = [make_scene(30)]
+    a, b = batched.recognize(frame), single.recognize(frame)
+    assert [c.name for c in a.concepts] == [c.name for c in b.concepts]
+    for x, y in zip(a.concepts, b.concepts):
+        assert x.score == pytest.approx(y.score, abs=1e-5)
+    # and each equals the logits of asking that question through the unbatched path
+    for c in a.concepts:
+        task = prompts_for(backend.family).recognize_one.format(name=c.name)
+        logits = single.next_token_logits(frame, task)
+        from ego_ros.core.scoring import yes_no_score
+        assert float(yes_no_score(logits, single._yes, single._no)) == pytest.approx(
+            c.score, abs=1e-5)
+
+
+def test_caption_inside_recognition_equals_the_caption_task(engine, make_scene):
+    """recognize(caption=True) reuses the query state; the caption must be the same text the
+    caption task gives on its own (same prompt tokens, same greedy decode)."""
+    engine.introduce("red box", [make_scene(1)])
+    frame = [make_scene(9)]
+    assert engine.recognize(frame, caption=True).caption == engine.caption(frame).answer

@@ -387,6 +387,38 @@ class LVLMBackend:
         return self.forward(emb, state, keep_state=keep_state)
 
     @torch.inference_mode()
+    def prefill_batch(self, tails: Sequence[torch.Tensor], state: KVState) -> torch.Tensor:
+        """Next-token logits ``[N, V]`` for each of ``N`` token sequences continuing ``state``,
+        in one batched forward pass.
+
+        Rows are right-padded: causal attention never lets a real token see the padding after
+        it, so each row's logits at its last real token are those of an unbatched pass. The
+        prefix cache is shared by expanding it along the batch dimension.
+        """
+        if not tails:
+            raise ValueError("prefill_batch: no sequences")
+        lengths = torch.tensor([int(t.numel()) for t in tails])
+        if int(lengths.min()) == 0:
+            raise ValueError("prefill_batch: empty sequence")
+        n, width = len(tails), int(lengths.max())
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((n, width), int(pad), dtype=torch.long)
+        for row, tail in enumerate(tails):
+            ids[row, :tail.numel()] = tail
+        embeds = self._embed(ids.to(self.device))  # [N, T, D]
+        pos = torch.arange(state.next_pos, state.next_pos + width)  # [T]
+        pos = pos.expand(n, -1)  # [N, T]
+        if self.adapter.uses_3d_positions:
+            pos = pos[None].expand(3, -1, -1)  # [3, N, T]
+        kv = [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in state.kv]
+        from transformers import DynamicCache
+
+        out = self._lm(inputs_embeds=embeds, position_ids=pos.to(self.device),
+                       past_key_values=DynamicCache(ddp_cache_data=kv), use_cache=True)
+        last = out.last_hidden_state[torch.arange(n), (lengths - 1).to(self.device)]  # [N, D]
+        return self._head(last).float()  # [N, V]
+
+    @torch.inference_mode()
     def generate(self, segments: Sequence[Segment], state: KVState | None = None, *,
                  max_new_tokens: int = 32, capture: AttentionCapture | None = None,
                  ) -> Generation:

@@ -72,6 +72,7 @@ class EngineConfig:
     max_new_tokens: budget of free-form answers and captions.
     max_waiting: callers allowed to queue behind the running request.
     clip_fps: frame rate assumed for a clip given as native video (temporal positions).
+    score_batch: per-concept questions scored in one batched forward pass.
     """
 
     introduce: IntroduceConfig = field(default_factory=IntroduceConfig)
@@ -82,10 +83,11 @@ class EngineConfig:
     max_new_tokens: int = 48
     max_waiting: int = 4
     clip_fps: float = 2.0
+    score_batch: int = 16
 
     def __post_init__(self) -> None:
         checks = {"max_in_context": 1, "prefix_cache_size": 0, "max_new_tokens": 1,
-                  "max_waiting": 0}
+                  "max_waiting": 0, "score_batch": 1}
         for name, low in checks.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -101,7 +103,8 @@ class _Query:
     """An encoded query (image or clip) and how it enters the prompt."""
 
     blocks: list  # backend Visual blocks
-    content: str  # prompt text with <ego:q...> sentinels
+    content: str  # prompt text with <ego:q...> sentinels, up to the last one
+    after: str  # prompt text between the last query block and the task
     visuals: dict
     tokens: torch.Tensor  # [N, D] all query visual tokens (for retrieval)
 
@@ -225,7 +228,8 @@ class EgoEngine:
             content = self.prompts.query_clip.replace("<ego:query>", "".join(parts))
             visuals = {f"q{i}": b for i, b in enumerate(blocks)}
         tokens = torch.cat([b.tokens for b in blocks]).float().cpu()  # [N, D]
-        return _Query(blocks, content, visuals, tokens)
+        cut = content.rindex(">") + 1  # the end of the last sentinel
+        return _Query(blocks, content[:cut], content[cut:], visuals, tokens)
 
     def _select_concepts(self, query: _Query, restrict: Sequence[str] | None) -> list[str]:
         if restrict:
@@ -266,7 +270,7 @@ class EgoEngine:
         """Segments split into (prefix, query, tail) and the prefix's cache key."""
         prefix_text, visuals = self._prefix_text(names)
         visuals = {**visuals, **query.visuals}
-        segments = self.backend.render(prefix_text + query.content + task, visuals)
+        segments = self.backend.render(prefix_text + query.content + query.after + task, visuals)
         ids = [i for i, s in enumerate(segments) if any(s is b for b in query.blocks)]
         first, last = ids[0], ids[-1]
         key = tuple((n, self._versions[n]) for n in names)
@@ -290,13 +294,13 @@ class EgoEngine:
 
     def _prepare(self, frames, clip, restrict, task: str):
         """Encode the query, pick the concepts, and prefill [memories (cached) + query]:
-        returns the names in context, the state after the query, and the task's tokens."""
+        returns the query, the names in context, the state after it and the task's tokens."""
         query = self._encode_query(frames, clip)
         names = self._select_concepts(query, restrict)
         prefix, query_part, tail, key = self._render(names, query, task)
         state = self._prefix_state(key, prefix)
         _, state = self.backend.prefill(query_part, state)
-        return names, state, tail
+        return query, names, state, tail
 
     # -- tasks ----------------------------------------------------------------------------
     def recognize(self, frames: Sequence[np.ndarray], mode: str = "per-concept",
@@ -317,18 +321,18 @@ class EgoEngine:
             results: list[ConceptScore] = []
             cap_text = ""
             # The joint question lists the names, so it is rendered once they are known.
-            names, state, _ = self._prepare(frames, clip, concepts, "")
+            query, names, state, _ = self._prepare(frames, clip, concepts, "")
             if mode == "joint" and names:
                 tail = self._task_tail(
-                    self.prompts.recognize_joint.format(names=", ".join(names)))
+                    query, self.prompts.recognize_joint.format(names=", ".join(names)))
                 gen = self.backend.generate(tail, state,
                                             max_new_tokens=self.config.max_new_tokens)
                 present = set(parse_present_names(gen.text, names))
                 results = [ConceptScore(n, n in present, math.nan) for n in names]
-            else:
-                results = [self._score_one(name, state) for name in names]
+            elif names:
+                results = self._score_all(query, names, state)
             if caption:
-                cap_text = self._generate_from(state, self.prompts.caption)
+                cap_text = self._generate_from(query, state, self.prompts.caption)
         return RecognitionResult(results, names, mode, cap_text,
                                  (time.perf_counter() - started) * 1000.0)
 
@@ -337,13 +341,14 @@ class EgoEngine:
         """Logits ``[V]`` (float32) of the first answer token for ``task`` after the
         personalized context: the number every score is made from, exposed for analysis."""
         with self._turn():
-            _, state, tail = self._prepare(frames, clip, concepts, task)
+            _, _, state, tail = self._prepare(frames, clip, concepts, task)
             logits, _ = self.backend.prefill(tail, state, keep_state=False)
         return logits
 
-    def _task_tail(self, task: str) -> list:
-        """Token segments of ``task`` as it follows the query block in a rendered turn."""
-        marker = self.backend.render("<ego:x>" + task, {"x": self._dummy_block()})
+    def _task_tail(self, query: _Query, task: str) -> list:
+        """Token segments of ``task`` exactly as they follow the query in a full render (the
+        chat template's text after a visual item, the query's own trailing text, the task)."""
+        marker = self.backend.render("<ego:x>" + query.after + task, {"x": self._dummy_block()})
         cut = next(i for i, s in enumerate(marker) if not isinstance(s, torch.Tensor))
         return marker[cut + 1:]
 
@@ -354,16 +359,26 @@ class EgoEngine:
                 (1, 1, 1))
         return self._dummy
 
-    def _score_one(self, name: str, state) -> ConceptScore:
-        tail = self._task_tail(self.prompts.recognize_one.format(name=name))
-        logits, _ = self.backend.prefill(tail, state, keep_state=False)
-        if not self._yes or not self._no:
-            return ConceptScore(name, bool(torch.argmax(logits) in self._yes), math.nan)
-        score = float(yes_no_score(logits, self._yes, self._no))
-        return ConceptScore(name, self.config.thresholds.decide(name, score), score)
+    def _score_all(self, query: _Query, names: Sequence[str], state) -> list[ConceptScore]:
+        """One yes/no question per concept, all continuing the same [memories + query] state,
+        scored in batches of ``score_batch`` rows."""
+        out: list[ConceptScore] = []
+        step = self.config.score_batch
+        for lo in range(0, len(names), step):
+            chunk = names[lo:lo + step]
+            tails = [torch.cat(self._task_tail(query, self.prompts.recognize_one.format(name=n)))
+                     for n in chunk]
+            logits = self.backend.prefill_batch(tails, state)  # [n, V]
+            for name, row in zip(chunk, logits):
+                if not self._yes or not self._no:
+                    out.append(ConceptScore(name, int(torch.argmax(row)) in self._yes, math.nan))
+                    continue
+                score = float(yes_no_score(row, self._yes, self._no))
+                out.append(ConceptScore(name, self.config.thresholds.decide(name, score), score))
+        return out
 
-    def _generate_from(self, state, task: str) -> str:
-        gen = self.backend.generate(self._task_tail(task), state,
+    def _generate_from(self, query: _Query, state, task: str) -> str:
+        gen = self.backend.generate(self._task_tail(query, task), state,
                                     max_new_tokens=self.config.max_new_tokens)
         return gen.text.strip()
 
@@ -384,7 +399,7 @@ class EgoEngine:
     def _answer(self, task: str, frames, clip, concepts) -> AnswerResult:
         started = time.perf_counter()
         with self._turn():
-            names, state, tail = self._prepare(frames, clip, concepts, task)
+            _, names, state, tail = self._prepare(frames, clip, concepts, task)
             gen = self.backend.generate(tail, state, max_new_tokens=self.config.max_new_tokens)
         text = gen.text.strip()
         return AnswerResult(text, mentioned_names(text, list(self._memories)), names,
