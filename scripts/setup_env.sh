@@ -51,7 +51,7 @@ if ! stamp_ok interfaces "$iface_hash"; then
   # include folders; point them at this venv's so CMake's generate step succeeds.
   py_inc=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
   np_inc=$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')
-  grep -rlZ --include='*.cmake' '/opt/python/cp311-cp311' "$venv/share" 2>/dev/null \
+  { grep -rlZ --include='*.cmake' '/opt/python/cp311-cp311' "$venv/share" 2>/dev/null || true; } \
     | xargs -0 -r sed -i \
         -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#${np_inc}#g" \
         -e "s#/opt/python/cp311-cp311/include/python3.11#${py_inc}#g"

@@ -380,6 +380,8 @@ def _open_reader(path: Path) -> AnyReader:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"bag {path} does not exist")
+    if path.is_dir() and not (path / "metadata.yaml").is_file():
+        raise BagError(f"{path} is not a rosbag2 folder (no metadata.yaml)")
     try:
         # Bags recorded by Humble and older carry no message definitions: fall back to Jazzy's.
         return AnyReader([path], default_typestore=_typestore())
