@@ -38,6 +38,24 @@ def detect_family(config: BackendConfig) -> type[FamilyAdapter]:
                        f"(supported families: {', '.join(FAMILIES)})")
 
 
+def fingerprint_of_folder(config: BackendConfig):
+    """The fingerprint of the checkpoint at ``config.path`` from its config alone, without
+    loading weights (equal to the loaded backend's: both hash the same config dict)."""
+    from transformers import AutoConfig
+
+    adapter_cls = detect_family(config)
+    try:
+        hf_config = AutoConfig.from_pretrained(config.path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"cannot read the model config in {config.path}: {exc}") from exc
+    return _fingerprint(adapter_cls, hf_config)
+
+
+def _fingerprint(adapter_cls: type[FamilyAdapter], hf_config):
+    hidden = int(hf_config.get_text_config().hidden_size)
+    return fingerprint_from_config(adapter_cls.family, hidden, hf_config.to_dict())
+
+
 def load_backend(config: BackendConfig) -> LVLMBackend:
     """Load the checkpoint at ``config.path`` (a local folder; nothing is downloaded)."""
     if not config.path.is_dir():
@@ -60,8 +78,7 @@ def load_backend(config: BackendConfig) -> LVLMBackend:
     except (OSError, ValueError) as exc:
         raise BackendError(f"cannot load the model in {config.path}: {exc}") from exc
     model.to(device).eval()
-    hidden = int(model.config.get_text_config().hidden_size)
-    fingerprint = fingerprint_from_config(adapter_cls.family, hidden, model.config.to_dict())
+    fingerprint = _fingerprint(adapter_cls, model.config)
     log.info("loaded %s (%s) on %s as %s in %.1f s", config.path, adapter_cls.family, device,
              dtype, time.perf_counter() - started)
     return LVLMBackend(adapter_cls(model, processor), config, fingerprint)

@@ -20,6 +20,11 @@ from ego_ros.cli.common import CliError
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS = [
     "make_tiny_model",
+    "introduce",
+    "concepts",
+    "calibrate",
+    "bag",
+    "eval",
 ]
 
 

@@ -435,7 +435,7 @@ def _shape_mask(rng: np.random.Generator, h: int, w: int, scale: tuple[float, fl
     n = int(rng.integers(5, 9))
     # Angles spread around the circle (each gap < 2 * 2pi / n < pi), so the centre is inside.
     angles = (np.arange(n) + rng.uniform(0.15, 0.85, n)) * (2 * np.pi / n)
-    radii = rng.uniform(0.6, 1.0, n) * max(r1, r2)
+    radii = rng.uniform(0.85, 1.2, n) * max(r1, r2)
     px, py = radii * np.cos(angles), radii * np.sin(angles)  # [n] each
     phi = np.arctan2(v, u) % (2 * np.pi)  # [H, W]
     rho = np.hypot(u, v)  # [H, W]
@@ -504,7 +504,7 @@ def synthetic_calibration_set(n: int, seed: int = 0, size: tuple[int, int] = (22
     Deterministic: sample ``i`` depends only on ``(seed, i, size)`` (so a longer set starts
     with a shorter one). Background pixels never exceed 170 in any channel and every object
     pixel has a channel of at least 188, so ``mask == image.max(-1) > 179`` exactly; the
-    object covers roughly 10-35% of the image, so it spans several tokens of any grid.
+    object covers roughly 5-40% of the image, so it spans several tokens of any grid.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"synthetic calibration set size must be a positive integer, got {n!r}")
