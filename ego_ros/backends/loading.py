@@ -68,6 +68,9 @@ def load_backend(config: BackendConfig) -> LVLMBackend:
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a per-tensor bar is noise in logs and CLI output
     attn = register_attention()
     started = time.perf_counter()
     try:
