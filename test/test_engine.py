@@ -240,3 +240,17 @@ def test_caption_inside_recognition_equals_the_caption_task(engine, make_scene):
     engine.introduce("red box", [make_scene(1)])
     frame = [make_scene(9)]
     assert engine.recognize(frame, caption=True).caption == engine.caption(frame).answer
+
+
+def test_image_then_clip_never_share_a_prefix(backend, tmp_path, make_scene):
+    """The prefix holds the text leading to the query ("Query image:" / "Query video:"):
+    a clip after an image with the same concepts must not reuse the image's prefix."""
+    store = MemoryStore(tmp_path / "k", backend.fingerprint)
+    reuse = EgoEngine(backend, store)
+    reuse.introduce("red box", [make_scene(1)])
+    fresh = EgoEngine(backend, store, EngineConfig(prefix_cache_size=0))
+    frames = [make_scene(s) for s in (2, 3, 4, 5)]
+    reuse.recognize(frames[-1:])
+    a = reuse.recognize(frames, clip=True).concepts[0].score
+    b = fresh.recognize(frames, clip=True).concepts[0].score
+    assert a == pytest.approx(b, abs=1e-6)

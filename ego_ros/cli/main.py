@@ -23,6 +23,9 @@ SUBCOMMANDS = [
     "introduce",
     "concepts",
     "calibrate",
+    "recognize",
+    "ask",
+    "caption",
     "bag",
     "eval",
 ]

@@ -127,6 +127,7 @@ class EgoEngine:
         self._versions: dict[str, int] = {}
         self._version_counter = 0
         self._prefixes: OrderedDict[tuple, object] = OrderedDict()
+        self._tails: dict[tuple[str, str], list] = {}
         self._yes = backend.variant_ids(answer_variants("yes"))
         self._no = backend.variant_ids(answer_variants("no"))
         if not self._yes or not self._no:
@@ -134,7 +135,7 @@ class EgoEngine:
         self.stats = {"requests": 0, "prefix_hits": 0, "prefix_misses": 0, "busy_rejections": 0}
         self._load_store()
         self._index = ConceptIndex.from_memories(
-            {n: m.tokens for n, m in self._memories.items()}, device="cpu",
+            {n: m.tokens for n, m in self._memories.items()}, device=backend.device,
             dim=backend.hidden_size)
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -152,7 +153,7 @@ class EgoEngine:
         self._drop_prefixes(memory.name)
 
     def _drop_prefixes(self, name: str) -> None:
-        for key in [k for k in self._prefixes if any(n == name for n, _ in k)]:
+        for key in [k for k in self._prefixes if any(n == name for n, _ in k[0])]:
             del self._prefixes[key]
 
     @contextmanager
@@ -273,7 +274,12 @@ class EgoEngine:
         segments = self.backend.render(prefix_text + query.content + query.after + task, visuals)
         ids = [i for i, s in enumerate(segments) if any(s is b for b in query.blocks)]
         first, last = ids[0], ids[-1]
-        key = tuple((n, self._versions[n]) for n in names)
+        # The key names every concept with its memory version and every text token of the
+        # prefix (the header and the text leading to the query: "Query image:" differs from
+        # "Query video:"), so a prefix is only reused for the very same tokens.
+        texts = tuple(tuple(seg.tolist()) for seg in segments[:first]
+                      if isinstance(seg, torch.Tensor))
+        key = (tuple((n, self._versions[n]) for n in names), texts)
         return segments[:first], segments[first:last + 1], segments[last + 1:], key
 
     def _prefix_state(self, key: tuple, prefix_segments: list):
@@ -292,13 +298,18 @@ class EgoEngine:
                 self._prefixes.popitem(last=False)
         return state
 
-    def _prepare(self, frames, clip, restrict, task: str):
-        """Encode the query, pick the concepts, and prefill [memories (cached) + query]:
-        returns the query, the names in context, the state after it and the task's tokens."""
+    def _prefixed(self, frames, clip, restrict, task: str):
+        """Encode the query, pick the concepts, and get the [memories] prefix state (cached):
+        returns the query, the names in context, the state, and the query's and the task's
+        segments that follow it."""
         query = self._encode_query(frames, clip)
         names = self._select_concepts(query, restrict)
         prefix, query_part, tail, key = self._render(names, query, task)
-        state = self._prefix_state(key, prefix)
+        return query, names, self._prefix_state(key, prefix), query_part, tail
+
+    def _prepare(self, frames, clip, restrict, task: str):
+        """As :meth:`_prefixed`, with the query prefilled too (several tasks branch from it)."""
+        query, names, state, query_part, tail = self._prefixed(frames, clip, restrict, task)
         _, state = self.backend.prefill(query_part, state)
         return query, names, state, tail
 
@@ -341,16 +352,25 @@ class EgoEngine:
         """Logits ``[V]`` (float32) of the first answer token for ``task`` after the
         personalized context: the number every score is made from, exposed for analysis."""
         with self._turn():
-            _, _, state, tail = self._prepare(frames, clip, concepts, task)
-            logits, _ = self.backend.prefill(tail, state, keep_state=False)
+            _, _, state, query_part, tail = self._prefixed(frames, clip, concepts, task)
+            logits, _ = self.backend.prefill(query_part + tail, state, keep_state=False)
         return logits
 
     def _task_tail(self, query: _Query, task: str) -> list:
         """Token segments of ``task`` exactly as they follow the query in a full render (the
-        chat template's text after a visual item, the query's own trailing text, the task)."""
-        marker = self.backend.render("<ego:x>" + query.after + task, {"x": self._dummy_block()})
-        cut = next(i for i, s in enumerate(marker) if not isinstance(s, torch.Tensor))
-        return marker[cut + 1:]
+        chat template's text after a visual item, the query's own trailing text, the task).
+        Memoised: the same few questions are asked every frame."""
+        key = (query.after, task)
+        tail = self._tails.get(key)
+        if tail is None:
+            rendered = self.backend.render("<ego:x>" + query.after + task,
+                                           {"x": self._dummy_block()})
+            cut = next(i for i, s in enumerate(rendered) if not isinstance(s, torch.Tensor))
+            tail = rendered[cut + 1:]
+            if len(self._tails) >= 1024:
+                self._tails.clear()
+            self._tails[key] = tail
+        return tail
 
     def _dummy_block(self):
         if not hasattr(self, "_dummy"):
@@ -399,8 +419,9 @@ class EgoEngine:
     def _answer(self, task: str, frames, clip, concepts) -> AnswerResult:
         started = time.perf_counter()
         with self._turn():
-            _, names, state, tail = self._prepare(frames, clip, concepts, task)
-            gen = self.backend.generate(tail, state, max_new_tokens=self.config.max_new_tokens)
+            _, names, state, query_part, tail = self._prefixed(frames, clip, concepts, task)
+            gen = self.backend.generate(query_part + tail, state,
+                                        max_new_tokens=self.config.max_new_tokens)
         text = gen.text.strip()
         return AnswerResult(text, mentioned_names(text, list(self._memories)), names,
                             (time.perf_counter() - started) * 1000.0)

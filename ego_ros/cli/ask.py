@@ -1,0 +1,52 @@
+"""Ask a question about an image or a clip; the question may use the stored concepts' names.
+
+    ego-ros ask --model ~/models/Qwen2.5-VL-7B-Instruct --store ~/.ego/store \\
+        --question "What is Anna holding?" frame.jpg
+
+The stored concepts' memories are put in the model's context (narrowed down to
+--max-in-context by similarity to the query), so the model can answer about "my mug" or
+"Anna" by name. For a multiple-choice question write the options in the question, e.g.
+"Where is my mug? A: on the table B: on the floor".
+
+Without --clip each IMG is a separate query and gets its own output line (JSON Lines), in the
+order given; with --clip the images, in order, are one clip and one object is printed. Each
+object: images, answer, concepts (the stored names the answer mentions), considered (the
+concepts put in context), latency_ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ego_ros.cli.common import CliError
+from ego_ros.cli.recognize import add_query_options, check_query_args, open_engine, run_queries
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``ask`` on the top-level subparsers."""
+    parser = sub.add_parser(
+        "ask",
+        help="answer a question about an image or clip, by concept name (JSON)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_query_options(parser)
+    parser.add_argument("--question", "-q", required=True, metavar="Q",
+                        help="the question; stored concept names may be used in it")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Answer the question for each query and print one JSON object per query."""
+    if not args.question.strip():
+        raise CliError("--question is empty; ask something, e.g. --question 'Where is my mug?'")
+    paths, concepts = check_query_args(args)
+    engine = open_engine(args)
+
+    def answer(frames: list[Any]) -> dict:
+        return engine.ask(args.question, frames, clip=args.clip, concepts=concepts).to_dict()
+
+    run_queries(paths, args.clip, answer)
+    return 0

@@ -1,0 +1,103 @@
+"""The inference benchmark runs end to end (``--quick``) and reports every number it promises.
+
+Wall-clock values are never compared with each other here (the machine is shared); the test
+checks that each measurement exists, is a positive finite number, and that the facts the
+ratios rest on hold: token counts, retrieval narrowing the context to 10, the prefix cache
+being hit with reuse on and never with reuse off.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+VARIANTS = {"plain", "ego_per_concept_10", "ego_per_concept_10_no_reuse",
+            "ego_per_concept_10_unbatched", "ego_one_question_10", "ego_one_question_10_no_reuse",
+            "ego_one_concept", "ego_joint_10_first_token", "reference_images_10"}
+RATIOS = {"overhead_per_concept_10", "overhead_per_concept_10_no_reuse",
+          "overhead_one_question_10", "overhead_one_question_10_no_reuse",
+          "overhead_one_concept", "overhead_joint_10_first_token", "reference_speedup",
+          "reference_speedup_no_reuse", "prefix_reuse_speedup_per_concept_10",
+          "prefix_reuse_speedup_one_question_10", "scaling_20_vs_10",
+          "scaling_recognize_20_vs_10"}
+QUERY_TOKENS = {"qwen2_5_vl": 140, "internvl": 64}  # a 640x480 frame on each tiny model
+
+
+@pytest.fixture(scope="module")
+def quick_run(tiny_model_dirs) -> dict:
+    out = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "bench_inference.py"), "--quick", "--json",
+         "--repeats", "1", "--warmup", "0", "--sizes", "1,10,20"],
+        capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def test_quick_run_reports_every_measurement(quick_run):
+    assert quick_run["benchmark"] == "inference"
+    assert quick_run["host"]["cpu"]
+    assert quick_run["settings"]["sizes"] == [1, 10, 20]
+    assert [r["family"] for r in quick_run["results"]] == list(QUERY_TOKENS)
+    for result in quick_run["results"]:
+        assert set(result["latency_ms"]) == VARIANTS
+        for timing in result["latency_ms"].values():
+            assert timing["repeats"] == 1
+            assert 0 < timing["min_ms"] <= timing["median_ms"] < math.inf
+        assert set(result["ratios"]) == RATIOS
+        assert all(0 < v < math.inf for v in result["ratios"].values())
+        assert len(result["targets"]) == 3
+        assert all(isinstance(t["met"], bool) for t in result["targets"])
+
+
+def test_quick_run_measures_what_it_claims(quick_run):
+    for result in quick_run["results"]:
+        tokens = result["tokens"]
+        assert tokens["query"] == QUERY_TOKENS[result["family"]]
+        assert tokens["reference_images_10"] == 10 * tokens["query"]  # same frame size
+        assert 0 < tokens["memories_10"] < tokens["reference_images_10"]
+        rows = result["scaling"]
+        assert [r["stored"] for r in rows] == [1, 10, 20]
+        assert [r["considered"] for r in rows] == [1, 10, 10]  # retrieval keeps 10
+        assert all(r["one_question_ms"] > 0 and r["recognize_ms"] > 0 for r in rows)
+        assert result["prefix_cache"]["reuse_hits"] > 0
+        assert result["prefix_cache"]["no_reuse_hits"] == 0
+
+
+def test_text_report_shows_tables_and_targets(quick_run, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH_DIR))
+    import bench_inference
+
+    text = bench_inference.report(quick_run["results"][0])
+    for needle in ("x plain", "reference_images_10", "1 question ms", "overhead_per_concept_10",
+                   "target vs reference images >= 4x"):
+        assert needle in text
+
+
+def test_interleaved_timing_runs_every_variant_round_robin(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH_DIR))
+    import common
+
+    calls: list[str] = []
+    timings = common.interleaved({"a": lambda: calls.append("a"),
+                                  "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert calls == ["a", "b"] * 4
+    assert list(timings) == ["a", "b"]
+    assert all(len(t.samples_ms) == 3 and t.median_ms >= 0 for t in timings.values())
+    with pytest.raises(ValueError, match="repeats"):
+        common.interleaved({"a": lambda: None}, repeats=0, warmup=0)
+
+
+def test_generated_scenes_keep_an_objects_look(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH_DIR))
+    import common
+
+    a = common.scene(1, (120, 160), objects=(4,))
+    assert a.shape == (120, 160, 3) and a.dtype.name == "uint8"
+    assert (a == common.scene(1, (120, 160), objects=(4,))).all()  # deterministic
+    assert not (a == common.scene(2, (120, 160), objects=(4,))).all()  # placement varies
