@@ -14,11 +14,12 @@ Typical use::
         pub.publish(msg)
         (received,) = got.wait(1)
 
-Each harness has its own ``rclpy`` Context, so tests never share global ROS state, and spins a
-``MultiThreadedExecutor`` in a background thread, so service calls and subscriptions complete
-while the test thread waits. ``test/conftest.py`` has already put the run in its own
-``ROS_DOMAIN_ID`` with localhost-only discovery. Handshakes poll a real condition (matched
-endpoints, service availability, future completion) with a timeout; never sleep instead.
+Each harness has its own ``rclpy`` Context, so tests never share global ROS state, and spins
+an ``EgoExecutor`` (the node's executor) in a background thread, so service calls and
+subscriptions complete while the test thread waits. ``test/conftest.py`` has already put the
+run in its own ``ROS_DOMAIN_ID`` with localhost-only discovery. Handshakes poll a real
+condition (matched endpoints, service availability, future completion) with a timeout; never
+sleep instead.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from typing import Any, TypeVar
 import rclpy
 from rclpy.client import Client
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
+
+from ego_ros.ros.executor import EgoExecutor
 
 T = TypeVar("T")
 
@@ -107,7 +109,7 @@ class Collector:
 class RosHarness:
     """An rclpy Context plus a background-spinning executor; create nodes with :meth:`node`."""
 
-    def __init__(self, context: Context, executor: MultiThreadedExecutor) -> None:
+    def __init__(self, context: Context, executor: EgoExecutor) -> None:
         self.context = context
         self.executor = executor
         self._nodes: list[Node] = []
@@ -128,7 +130,7 @@ def ros_harness(num_threads: int = 4) -> Iterator[RosHarness]:
     """Init rclpy in a fresh Context, spin it in a thread, and tear everything down on exit."""
     context = Context()
     rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
+    executor = EgoExecutor(num_threads=num_threads, context=context)
     stop = threading.Event()
 
     def spin() -> None:

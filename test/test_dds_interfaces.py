@@ -129,6 +129,8 @@ def test_introduce_concept_service_carries_images_and_response():
 
 def test_list_forget_and_ask_services():
     def list_concepts(_request, response):
+        response.success = True
+        response.message = "2 concept(s)"
         response.names = ["mug", "Anna ☕"]
         response.num_tokens = [12, 345]
         response.num_views = [1, 3]
@@ -163,6 +165,7 @@ def test_list_forget_and_ask_services():
         asked = wait_future(clients["ask"].call_async(
             Ask.Request(question="Is <Anna ☕> here?", concepts=["Anna ☕"])))
 
+    assert listed.success and listed.message == "2 concept(s)"
     assert list(listed.names) == ["mug", "Anna ☕"]
     assert list(listed.num_tokens) == [12, 345] and list(listed.num_views) == [1, 3]
     assert forgot.success and forgot.message == "forgot mug"

@@ -67,7 +67,6 @@ def load_backend(config: BackendConfig) -> LVLMBackend:
     dtype = config.resolved_dtype(device)
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a per-tensor bar is noise in logs and CLI output

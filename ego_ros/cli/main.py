@@ -28,6 +28,9 @@ SUBCOMMANDS = [
     "caption",
     "bag",
     "eval",
+    "worker",
+    "up",
+    "demo",
 ]
 
 

@@ -109,11 +109,14 @@ def introduce_view(backend, image: np.ndarray, layers: Sequence[int],
     else:
         # No keyword survived (e.g. the model answered only punctuation): fall back to all
         # generated tokens, or uniform importance when nothing was generated; logged.
-        log.warning("no keyword tokens in %r; using all generated tokens", kw_gen.text)
         if kw_gen.token_ids:
+            log.warning("no keyword tokens in %r; ranking with all generated tokens",
+                        kw_gen.text)
             rows_per_layer = [capture.stacked(layer) for layer in layers]
             importance = importance_from_attention(rows_per_layer, torch.arange(num_visual))
         else:
+            log.warning("the model generated no keywords; the memory keeps the first tokens "
+                        "of the view (uniform importance)")
             importance = torch.ones(num_visual)
     k, defaulted = config.selection.memory_size(alpha, num_visual)
     indices = select_tokens(importance, k)

@@ -1,0 +1,213 @@
+"""Start ego_node (and, if asked, its engine worker) where ``ros2 launch`` is not available.
+
+    ego-ros up --params-file config/ego.yaml --use-worker --ros-args -r image:=/camera/image_raw
+
+What ``launch/ego.launch.py`` does, for machines with the pip-installed ROS 2 (no launch
+system): the node runs as a child process with ``--ros-args --params-file FILE`` plus whatever
+follows ``--ros-args`` here (which must come last). With ``--use-worker`` an ``ego-ros worker``
+is started first from the same file's ``model.*`` and ``store.dir`` values, bound to
+``--worker-bind`` (else the file's ``engine.endpoint``, else tcp://127.0.0.1:5555), and the
+node is pointed at it once it answers the handshake.
+
+Ctrl-C or SIGTERM stops the children (SIGINT, then SIGTERM, then SIGKILL after
+``--stop-timeout``) and exits 0. If a child exits on its own, the others are stopped and the
+exit status is 1. Children get SIGTERM if this process dies without cleaning up (Linux).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ego_ros.cli.common import CliError
+
+log = logging.getLogger(__name__)
+
+NODE_NAME = "ego_node"
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+_PR_SET_PDEATHSIG = 1
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``up`` on the top-level subparsers."""
+    parser = sub.add_parser(
+        "up",
+        help="run ego_node (and its worker) without ros2 launch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--params-file", type=Path, required=True, metavar="FILE",
+                        help="ROS 2 parameters file for ego_node (e.g. config/ego.yaml)")
+    parser.add_argument("--use-worker", action="store_true",
+                        help="run the model in an 'ego-ros worker' child process")
+    parser.add_argument("--worker-bind", default="", metavar="ENDPOINT",
+                        help="worker endpoint (default: the file's engine.endpoint, else "
+                             f"{DEFAULT_ENDPOINT})")
+    parser.add_argument("--worker-ready-timeout", type=float, default=300.0, metavar="S",
+                        help="longest wait for the worker to load its model (default: "
+                             "%(default)s)")
+    parser.add_argument("--stop-timeout", type=float, default=10.0, metavar="S",
+                        help="grace period for children to stop before they are killed "
+                             "(default: %(default)s)")
+    parser.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
+                        help="everything after this goes to the node's --ros-args (put last)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def node_parameters(path: Path, node_name: str = NODE_NAME) -> dict[str, Any]:
+    """The ``ros__parameters`` for ``node_name`` in a ROS 2 parameters file, flattened to
+    dotted names (``/**`` entries first, then the node's own)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CliError(f"cannot read the parameters file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CliError(f"{path} is not a ROS 2 parameters file (top level is not a mapping)")
+    flat: dict[str, Any] = {}
+    for key in ("/**", node_name, f"/{node_name}"):
+        section = data.get(key)
+        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
+            _flatten(section["ros__parameters"], "", flat)
+    return flat
+
+
+def _flatten(tree: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _flatten(value, f"{name}.", out)
+        else:
+            out[name] = value
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies (Linux prctl)."""
+    # Elsewhere than Linux there is no prctl: children are still stopped by a normal shutdown.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class _Children:
+    """The started child processes, stopped together."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        # Own session: a terminal's Ctrl-C reaches only this process, which stops the children
+        # in order instead of all of them racing.
+        proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent)
+        self.procs[name] = proc
+        log.info("started %s (pid %d): %s", name, proc.pid, " ".join(cmd))
+        return proc
+
+    def exited(self) -> tuple[str, int] | None:
+        for name, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None:
+                return name, code
+        return None
+
+    def stop(self, timeout_s: float) -> None:
+        """SIGINT (ROS nodes shut down cleanly on it), then SIGTERM, then SIGKILL."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            alive = [(n, p) for n, p in reversed(self.procs.items()) if p.poll() is None]
+            if not alive:
+                return
+            for name, proc in alive:
+                log.info("sending %s to %s (pid %d)", sig.name, name, proc.pid)
+                proc.send_signal(sig)
+            deadline = time.monotonic() + timeout_s
+            for _, proc in alive:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _wait_for_worker(endpoint: str, children: _Children, stop: threading.Event,
+                     timeout_s: float) -> None:
+    from ego_ros.serving.rpc import RpcClient, WorkerUnavailable
+
+    deadline = time.monotonic() + timeout_s
+    with RpcClient(endpoint, timeout_s=1.0, connect_timeout_s=1.0) as client:
+        while not stop.is_set():
+            try:
+                client.hello(1.0)
+                log.info("worker ready on %s", endpoint)
+                return
+            except WorkerUnavailable:
+                pass
+            ended = children.exited()
+            if ended is not None:
+                raise CliError(f"the worker exited with status {ended[1]} before it was ready "
+                               "(see its log above)")
+            if time.monotonic() > deadline:
+                raise CliError(f"the worker did not answer on {endpoint} within {timeout_s} s")
+
+
+def _worker_command(params: dict[str, Any], endpoint: str) -> list[str]:
+    cmd = [sys.executable, "-m", "ego_ros.serving.worker", "--bind", endpoint]
+    options = {"model.path": "--model", "store.dir": "--store", "model.family": "--family",
+               "model.dtype": "--dtype", "model.device": "--device",
+               "recognition.max_in_context": "--max-in-context",
+               "engine.max_new_tokens": "--max-new-tokens",
+               "recognition.threshold": "--threshold"}
+    for name, flag in options.items():
+        value = params.get(name)
+        if value is not None and str(value).strip() != "":
+            cmd += [flag, str(value)]
+    return cmd
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the children, supervise them, stop them on a signal or when one ends."""
+    if not args.params_file.is_file():
+        raise CliError(f"no parameters file at {args.params_file}")
+    package = logging.getLogger("ego_ros")
+    if package.getEffectiveLevel() > logging.INFO:
+        package.setLevel(logging.INFO)  # say which children run, with their pids
+    params = node_parameters(args.params_file)
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    children = _Children()
+    status = 0
+    try:
+        node_cmd = [sys.executable, "-m", "ego_ros.ros.node", "--ros-args", "--params-file",
+                    str(args.params_file)]
+        if args.use_worker:
+            endpoint = args.worker_bind or str(params.get("engine.endpoint") or DEFAULT_ENDPOINT)
+            children.start("worker", _worker_command(params, endpoint))
+            _wait_for_worker(endpoint, children, stop, args.worker_ready_timeout)
+            node_cmd += ["-p", f"engine.endpoint:={endpoint}"]
+        if not stop.is_set():
+            children.start(NODE_NAME, node_cmd + list(args.ros_args))
+        while not stop.wait(0.2):
+            ended = children.exited()
+            if ended is not None:
+                log.error("%s exited unexpectedly with status %d; stopping the rest", *ended)
+                status = 1
+                break
+    finally:
+        children.stop(args.stop_timeout)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        log.info("stopped on %s", signal.Signals(received[0]).name)
+    return status

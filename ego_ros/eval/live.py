@@ -1,0 +1,294 @@
+"""Live evaluation: the bag is played into a running ``ego_node`` in real time and what the
+node publishes is scored, exactly as on a robot.
+
+Steps: start the node (in this process, its own ROS context; in-process engine or the
+worker at ``engine.endpoint``), teach every labelled concept through
+``~/introduce_concept`` with its reference views, subscribe to ``~/recognition``, play the
+bag's camera topic with its recorded timing, then match each ``Recognition`` to the ground
+truth by stamp: a clip shows every concept of the labelled frames stamped within
+``[clip_start, clip_end]``. The node samples clips on its own timer, so it evaluates a subset
+of the frames (those it sampled); clips it had to skip while busy are reported as dropped.
+
+Live mode scores recognition and, with ``tasks.caption``, captions (both travel in
+``Recognition``); VQA needs a question tied to one frame and is left to offline mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ego_ros.bag.io import bag_info
+from ego_ros.bag.labels import BagLabels, reference_images
+from ego_ros.bag.play import PlayConfig, play_bag
+from ego_ros.core.parsing import mentioned_names
+from ego_ros.eval.offline import EvalConfig, EvalError
+from ego_ros.eval.report import CaptionRecord, EvalRecords, RecognitionRecord, TeachRecord
+
+log = logging.getLogger(__name__)
+
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """How the node samples the replayed stream.
+
+    period_s: clip timer period (the node's ``clip.period_s``).
+    window_s: seconds of stream a clip spans (0 with single-frame clips: the newest frame).
+    tail_s: wait after the bag ends for the last clips to be answered.
+    introduce_timeout_s: longest wait for one teaching call.
+    rate: playback speed factor (1.0 = real time, as on a robot).
+    """
+
+    period_s: float = 0.5
+    window_s: float = 0.0
+    tail_s: float = 3.0
+    introduce_timeout_s: float = 300.0
+    rate: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("period_s", "tail_s", "introduce_timeout_s", "rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"LiveSettings.{name} must be positive, got "
+                                 f"{getattr(self, name)!r}")
+        if self.window_s < 0:
+            raise ValueError(f"LiveSettings.window_s must be >= 0, got {self.window_s!r}")
+
+
+def node_parameters(backend_config, store_dir: Path, config: EvalConfig, engine_config,
+                    compressed: bool, live: LiveSettings, endpoint: str = "") -> dict[str, Any]:
+    """The node's parameters for a live run (its ``config/ego.yaml`` names)."""
+    window = live.window_s if config.clip_frames > 1 else 0.0
+    if config.clip_frames > 1 and window <= 0:
+        window = max(live.period_s, 0.1 * config.clip_frames)
+    return {
+        "model.path": str(backend_config.path), "model.family": backend_config.family,
+        "model.dtype": backend_config.dtype, "model.device": backend_config.device,
+        "store.dir": str(store_dir), "image.compressed": compressed,
+        "qos.reliability": "reliable", "qos.depth": 10,
+        "clip.period_s": float(live.period_s), "clip.num_frames": int(config.clip_frames),
+        "clip.window_s": float(window), "clip.max_age_s": max(1.0, 2 * live.period_s),
+        "tasks.recognize": True, "tasks.caption": "caption" in config.tasks,
+        "recognition.mode": config.recognition_mode,
+        "recognition.threshold": float(engine_config.thresholds.default),
+        "recognition.max_in_context": int(engine_config.max_in_context),
+        "engine.endpoint": endpoint,
+    }
+
+
+def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
+             config: EvalConfig, engine_config, live: LiveSettings | None = None,
+             endpoint: str = "", on_recognition: Callable[[Any], None] | None = None,
+             questions: Sequence[tuple[float, str]] = (),
+             on_answer: Callable[[Any], None] | None = None,
+             teach_from_camera: Sequence[str] = ()) -> EvalRecords:
+    """Play ``bag`` into an ``ego_node`` and score its ``Recognition`` messages.
+
+    ``questions`` are ``(seconds into the playback, text)`` published on ``~/question``; their
+    ``Answer`` messages go to ``on_answer``. ``on_recognition`` sees every message as it
+    arrives (the demo prints them). Concepts in ``teach_from_camera`` are taught the way a
+    person would on the robot: their reference views are shown to the camera (published on
+    the camera topic) and ``~/introduce_concept`` is called with no images, so the node uses
+    the frames it just captured.
+    """
+    import rclpy
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from ego_interfaces.msg import Answer, Recognition
+    from ego_interfaces.srv import IntroduceConcept
+    from ego_ros.ros.convert import rgb_to_image_msg, stamp_to_ns
+    from ego_ros.ros.executor import EgoExecutor
+    from ego_ros.ros.node import OUTPUT_QOS, EgoNode
+
+    live = live or LiveSettings()
+    info = bag_info(bag)
+    topic = labels.topic if labels.topic in info["image_topics"] else None
+    if topic is None:
+        if len(info["image_topics"]) != 1:
+            raise EvalError(f"bag {bag}: cannot tell which image topic to play "
+                            f"({sorted(info['image_topics'])})")
+        topic = next(iter(info["image_topics"]))
+    msgtype = next(t["type"] for t in info["topics"] if t["name"] == topic)
+    compressed = msgtype == COMPRESSED_TYPE
+    params = node_parameters(backend_config, store_dir, config, engine_config, compressed,
+                             live, endpoint)
+    remap = f"image/compressed:={topic}" if compressed else f"image:={topic}"
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    received: list[Any] = []
+    answers: list[Any] = []
+    lock = threading.Lock()
+    node = client = executor = spinner = None
+    started = time.perf_counter()
+    try:
+        node = EgoNode("ego_node", context=context, cli_args=["--ros-args", "-r", remap],
+                       parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        client = rclpy.create_node("ego_eval_client", context=context)
+
+        def on_rec(msg) -> None:
+            with lock:
+                received.append(msg)
+            if on_recognition is not None:
+                on_recognition(msg)
+
+        def on_ans(msg) -> None:
+            with lock:
+                answers.append(msg)
+            if on_answer is not None:
+                on_answer(msg)
+
+        client.create_subscription(Recognition, "/ego_node/recognition", on_rec, OUTPUT_QOS)
+        client.create_subscription(Answer, "/ego_node/answer", on_ans, OUTPUT_QOS)
+        from std_msgs.msg import String
+
+        question_pub = client.create_publisher(String, "/ego_node/question", OUTPUT_QOS)
+        introduce = client.create_client(IntroduceConcept, "/ego_node/introduce_concept")
+        camera = client.create_publisher(CompressedImage if compressed else Image, topic,
+                                         OUTPUT_QOS)
+        executor = EgoExecutor(num_threads=4, context=context)
+        executor.add_node(node)
+        executor.add_node(client)
+        spinner = threading.Thread(target=executor.spin, name="ego-eval-spin", daemon=True)
+        spinner.start()
+        if not introduce.wait_for_service(timeout_sec=30.0):
+            raise EvalError("the node's ~/introduce_concept service did not appear")
+
+        teach: list[TeachRecord] = []
+        for concept in labels.concepts:
+            images = reference_images(bag, labels, concept.name, config.refs)
+            if concept.name in teach_from_camera:
+                _show_to_camera(camera, images, compressed, node)
+                request = IntroduceConcept.Request(name=concept.name, images=[],
+                                                   num_frames=len(images), replace=True)
+            else:
+                request = IntroduceConcept.Request(
+                    name=concept.name, images=[rgb_to_image_msg(img) for img in images],
+                    replace=True)
+            t0 = time.perf_counter()
+            future = introduce.call_async(request)
+            if not _wait(future, live.introduce_timeout_s):
+                raise EvalError(f"teaching {concept.name!r} took longer than "
+                                f"{live.introduce_timeout_s:.0f} s")
+            response = future.result()
+            if not response.success:
+                raise EvalError(f"the node could not learn {concept.name!r}: "
+                                f"{response.message}")
+            teach.append(TeachRecord(concept.name, len(images), int(response.num_tokens),
+                                     tuple(tuple(k.split(", ")) for k in response.keywords),
+                                     time.perf_counter() - t0))
+
+        stop = threading.Event()
+        if questions:
+            threading.Thread(target=_ask_later, args=(question_pub, questions, stop),
+                             daemon=True).start()
+        play_bag(bag, PlayConfig(rate=live.rate, topic=topic, wait_subscribers=1,
+                                 wait_timeout_s=30.0))
+        time.sleep(live.tail_s)  # let the last sampled clips be answered
+        stop.set()
+        dropped = _clips_skipped(node)
+    finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=5.0)
+        for n in (client, node):
+            if n is not None:
+                n.destroy_node()
+        rclpy.try_shutdown(context=context)
+        if spinner is not None:
+            spinner.join(timeout=10.0)
+
+    with lock:
+        messages = list(received)
+    recognition, captions = _match(messages, labels, stamp_to_ns)
+    return EvalRecords(
+        mode="live", concepts=tuple(labels.concept_names), recognition=tuple(recognition),
+        captions=tuple(captions), teach=tuple(teach), clip_frames=config.clip_frames,
+        labelled_frames=len({s for r in recognition for s in r.frame_stamps}),
+        dropped=dropped, elapsed_s=time.perf_counter() - started,
+        details={"bag": str(bag), "topic": topic, "recognitions_received": len(messages),
+                 "answers_received": len(answers), "clip_period_s": live.period_s,
+                 "playback_rate": live.rate})
+
+
+def _show_to_camera(camera, images, compressed: bool, node) -> None:
+    """Publish ``images`` as camera frames (stamped now) and wait until the node has them."""
+    from ego_ros.ros.convert import ns_to_stamp, rgb_to_compressed_msg, rgb_to_image_msg
+
+    deadline = time.monotonic() + 10.0
+    while camera.get_subscription_count() < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    before = _diagnostic(node, "frames_received")
+    for img in images:
+        msg = rgb_to_compressed_msg(img) if compressed else rgb_to_image_msg(img)
+        msg.header.stamp = ns_to_stamp(time.time_ns())
+        msg.header.frame_id = "camera"
+        camera.publish(msg)
+        time.sleep(0.05)
+    while _diagnostic(node, "frames_received") < before + len(images):
+        if time.monotonic() > deadline:
+            raise EvalError("the node did not receive the frames shown to the camera")
+        time.sleep(0.02)
+
+
+def _diagnostic(node, key: str) -> float:
+    for status in node.diagnostics():
+        for kv in status.values:
+            if kv.key == key:
+                try:
+                    return float(kv.value)
+                except ValueError:
+                    return math.nan
+    raise KeyError(key)
+
+
+def _wait(future, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return future.done()
+
+
+def _ask_later(publisher, questions: Sequence[tuple[float, str]], stop: threading.Event) -> None:
+    from std_msgs.msg import String
+
+    start = time.monotonic()
+    for at_s, text in sorted(questions):
+        if stop.wait(max(0.0, start + at_s - time.monotonic())):
+            return
+        publisher.publish(String(data=text))
+
+
+def _clips_skipped(node) -> int:
+    return int(_diagnostic(node, "clips_skipped"))
+
+
+def _match(messages: Sequence[Any], labels: BagLabels, stamp_to_ns
+           ) -> tuple[list[RecognitionRecord], list[CaptionRecord]]:
+    """Ground truth of each received clip: the labelled frames stamped inside it."""
+    frames = sorted(labels.frames, key=lambda f: f.stamp_ns)
+    names = labels.concept_names
+    recognition, captions = [], []
+    for msg in messages:
+        lo, hi = stamp_to_ns(msg.clip_start), stamp_to_ns(msg.clip_end)
+        inside = [f for f in frames if lo <= f.stamp_ns <= hi]
+        if not inside:
+            continue  # a clip of unlabelled frames (e.g. reference views) is not scored
+        truth = tuple(sorted({c for f in inside for c in f.concepts}))
+        stamp = stamp_to_ns(msg.header.stamp)
+        present = {c.name: bool(c.present) for c in msg.concepts}
+        scores = {c.name: float(c.score) for c in msg.concepts if not math.isnan(c.score)}
+        recognition.append(RecognitionRecord(stamp, tuple(f.stamp_ns for f in inside), truth,
+                                             present, scores, float(msg.latency_ms)))
+        if msg.caption:
+            captions.append(CaptionRecord(stamp, truth, msg.caption,
+                                          tuple(mentioned_names(msg.caption, names)),
+                                          float(msg.latency_ms)))
+    return recognition, captions

@@ -1,0 +1,58 @@
+"""The executor every ego_ros node spins with (a workaround for an rclpy 7.1 executor bug)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from rclpy.executors import (
+    ConditionReachedException,
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    ShutdownException,
+    TimeoutException,
+)
+
+
+class EgoExecutor(MultiThreadedExecutor):
+    """A ``MultiThreadedExecutor`` that hands each ready callback to its pool only once.
+
+    rclpy 7.1.x (Jazzy) yields a callback again while it still waits in the pool's queue and
+    submits it again, without waiting in between: the spinning thread holds the GIL in a tight
+    loop and the pool threads barely get to start anything (ros2/rclpy#1452, fixed upstream
+    by ros2/rclpy#1547). With a model sharing the cores, camera callbacks and timers then stall
+    for seconds. Here a callback still queued is not submitted again; the spinning thread
+    waits briefly for a pool thread to take it instead.
+    """
+
+    def __init__(self, num_threads: int = 6, **kwargs: Any) -> None:
+        super().__init__(num_threads=num_threads, **kwargs)
+        self._queued: set[Any] = set()
+        self._taken = threading.Condition()
+
+    def _spin_once_impl(self, timeout_sec: float | None = None,
+                        wait_condition: Callable[[], bool] = lambda: False) -> None:
+        try:
+            handler, _, _ = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
+        except (ExternalShutdownException, ShutdownException, TimeoutException,
+                ConditionReachedException):
+            return
+        with self._taken:
+            if handler in self._queued:
+                self._taken.wait(0.01)  # let a pool thread start it rather than queue it twice
+                return
+            self._queued.add(handler)
+
+        def run() -> None:
+            with self._taken:
+                self._queued.discard(handler)
+                self._taken.notify_all()
+            handler()
+
+        self._executor.submit(run)
+        self._futures.append(handler)
+        for future in self._futures[:]:
+            if future.done():
+                self._futures.remove(future)
+                future.result()  # re-raise a callback's exception here, as rclpy does

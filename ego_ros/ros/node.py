@@ -1,0 +1,584 @@
+"""``ego_node``: camera frames in, personalized recognitions and answers out, teaching by service.
+
+    ego_node --ros-args --params-file config/ego.yaml -r image:=/camera/image_raw
+
+Data flow (one class, callbacks only convert and hand off)::
+
+    image / image/compressed --convert--> FrameBuffer (ring, by count and by stamp age)
+    clip timer (clip.period_s) marks a clip due; the next frame cuts it with sample_clip
+        --> LatestSlot (queue of one: newest clip wins)
+    inference thread --engine.recognize / ask--> ~/recognition, ~/answer
+    ~/introduce_concept, ~/ask, ~/list_concepts, ~/forget_concept --> engine
+    diagnostics timer --> /diagnostics
+
+Threads: the camera subscription and the clip timer share a mutually exclusive callback group
+(both are short); services run in a reentrant group, so on the ``MultiThreadedExecutor`` a long
+introduction occupies one executor thread and never blocks the camera, the clip timer or the
+other services. Clip inference runs in the node's own thread, never in an executor thread.
+
+The engine is an in-process ``EgoEngine`` or, with ``engine.endpoint`` set, a ``RemoteEngine``
+talking to an ``ego-ros worker``. In remote mode the node survives the worker: failed calls are
+counted, reported on ``/diagnostics`` and in service replies, and the ZeroMQ client reconnects
+on its own when the worker comes back. The clip loop and the services use separate clients so
+a service call never waits behind the clip loop's socket.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header, String
+
+from ego_interfaces.msg import Answer, ConceptDetection, Recognition
+from ego_interfaces.srv import Ask, ForgetConcept, IntroduceConcept, ListConcepts
+from ego_ros.backends.base import BackendError
+from ego_ros.core.engine import EngineBusy, UnknownConcept
+from ego_ros.core.names import InvalidConceptName, validate_concept_name
+from ego_ros.core.overlay import draw_selection_overlay
+from ego_ros.core.types import IntroduceResult, RecognitionResult
+from ego_ros.ros.convert import (
+    ImageConversionError,
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+    ns_to_stamp,
+    rgb_to_image_msg,
+    stamp_to_ns,
+)
+from ego_ros.ros.diagnostics import (
+    OK,
+    LatencyWindow,
+    RateMeter,
+    camera_level,
+    engine_level,
+    make_array,
+    make_status,
+)
+from ego_ros.ros.executor import EgoExecutor
+from ego_ros.ros.params import (
+    SPECS,
+    NodeSettings,
+    declare_parameters,
+    settings_from_parameters,
+    stream_settings,
+)
+from ego_ros.serving.rpc import RemoteError, WorkerUnavailable
+from ego_ros.stream import Frame, FrameBuffer, LatestSlot, sample_clip
+
+# Results and answers: nothing lost once matched; late joiners get nothing old.
+OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                        reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.VOLATILE)
+# Overlays: latched (a late RViz sees the views of the last introduction).
+OVERLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+_THROTTLE_S = 5.0
+# RemoteError types whose message is already written for a person.
+_PLAIN_REMOTE = {"UnknownConcept", "InvalidConceptName", "ValueError", "KeyError",
+                 "ConceptNotFound"}
+
+
+@dataclass(frozen=True)
+class _ClipJob:
+    frames: list[Frame]
+    sampled_at: float  # time.perf_counter() at sampling
+
+
+class EgoNode(Node):
+    """The Ego perception node; ``kwargs`` go to ``rclpy.node.Node`` (context, namespace,
+    parameter_overrides, ...). Raises ValueError (bad parameters) or BackendError (model)."""
+
+    def __init__(self, node_name: str = "ego_node", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._settings: NodeSettings = settings_from_parameters(declare_parameters(self))
+        self._stream = self._settings.stream
+        s = self._settings
+        self._engine, self._service_engine = self._make_engines(s)
+        self._remote = bool(s.endpoint)
+        self._buffer = FrameBuffer(s.buffer_max_frames, s.buffer_max_age_s)
+        self._slot: LatestSlot[_ClipJob] = LatestSlot()
+        self._questions: collections.deque[str] = collections.deque()
+        self._questions_lock = threading.Lock()
+        self._input_rate, self._clip_rate = RateMeter(), RateMeter()
+        self._engine_ms, self._call_ms = LatencyWindow(), LatencyWindow()
+        self._sample_age_ms, self._handoff_ms = LatencyWindow(), LatencyWindow()
+        self._counts = collections.Counter()
+        self._last_conversion_error = ""
+        self._engine_error = ""  # last engine failure, cleared by the next success
+        self._clip_due = False  # set by the clip timer, cleared by the next frame
+        self._stopping = threading.Event()
+        self._destroyed = False
+
+        stream_group = MutuallyExclusiveCallbackGroup()
+        service_group = ReentrantCallbackGroup()
+        misc_group = MutuallyExclusiveCallbackGroup()
+        self._recognition_pub = self.create_publisher(Recognition, "~/recognition", OUTPUT_QOS)
+        self._answer_pub = self.create_publisher(Answer, "~/answer", OUTPUT_QOS)
+        self._overlay_pub = self.create_publisher(Image, "~/concept_overlay", OVERLAY_QOS)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics",
+                                                      OUTPUT_QOS)
+        if s.compressed:
+            self._image_sub = self.create_subscription(
+                CompressedImage, "image/compressed", self._on_image_compressed, s.image_qos,
+                callback_group=stream_group)
+        else:
+            self._image_sub = self.create_subscription(
+                Image, "image", self._on_image, s.image_qos, callback_group=stream_group)
+        self.create_subscription(String, "~/question", self._on_question, OUTPUT_QOS,
+                                 callback_group=misc_group)
+        self.create_service(IntroduceConcept, "~/introduce_concept", self._on_introduce_concept,
+                            callback_group=service_group)
+        self.create_service(Ask, "~/ask", self._on_ask, callback_group=service_group)
+        self.create_service(ListConcepts, "~/list_concepts", self._on_list_concepts,
+                            callback_group=service_group)
+        self.create_service(ForgetConcept, "~/forget_concept", self._on_forget_concept,
+                            callback_group=service_group)
+        self._clip_timer = self.create_timer(self._stream.clip.period_s, self._on_clip_timer,
+                                             callback_group=stream_group)
+        self.create_timer(s.diagnostics_period_s, self._on_diagnostics_timer,
+                          callback_group=misc_group)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
+        self._thread = threading.Thread(target=self._inference_loop, name="ego-inference",
+                                        daemon=True)
+        self._thread.start()
+        where = f"worker at {s.endpoint}" if self._remote else (
+            f"in-process {s.backend.path}" + (" (embedded tiny model: random weights, "
+                                              "meaningless outputs)" if s.model_is_tiny else ""))
+        self.get_logger().info(
+            f"ready: {self._image_sub.topic_name} -> {self._recognition_pub.topic_name}; "
+            f"engine {where}; clip {self._stream.clip}")
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _make_engines(self, s: NodeSettings) -> tuple[Any, Any]:
+        """(engine for the clip loop, engine for services): one object in-process."""
+        if s.endpoint:
+            from ego_ros.serving.remote import RemoteEngine
+
+            def remote(heartbeat_s: float) -> RemoteEngine:
+                return RemoteEngine(s.endpoint, timeout_s=s.timeout_s,
+                                    introduce_timeout_s=s.introduce_timeout_s,
+                                    connect_timeout_s=s.connect_timeout_s,
+                                    heartbeat_s=heartbeat_s)
+
+            return remote(s.connect_timeout_s), remote(0.0)
+        from ego_ros.backends.loading import load_backend
+        from ego_ros.core.engine import EgoEngine
+        from ego_ros.core.store import MemoryStore
+
+        backend = load_backend(s.backend)
+        engine = EgoEngine(backend, MemoryStore(s.store_dir, backend.fingerprint), s.engine)
+        return engine, engine
+
+    # -- parameters ------------------------------------------------------------------------
+    def _parameter_values(self, changed: Sequence[Parameter] = ()) -> dict[str, Any]:
+        values = {name: self.get_parameter(name).value for name in SPECS}
+        values.update({p.name: p.value for p in changed if p.name in SPECS})
+        return values
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Validate a change as a whole (read-only ones are refused by rclpy already)."""
+        try:
+            stream_settings(self._parameter_values(params))
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _on_parameters_set(self, params: list[Parameter]) -> None:
+        new = stream_settings(self._parameter_values())
+        if new.clip.period_s != self._stream.clip.period_s:
+            self._clip_timer.timer_period_ns = int(new.clip.period_s * 1e9)
+        self._stream = new
+        self.get_logger().info(f"parameters changed: {', '.join(p.name for p in params)}")
+
+    # -- camera input (executor thread: convert, buffer, return) ---------------------------
+    def _on_image(self, msg: Image) -> None:
+        self._ingest(msg, image_msg_to_rgb)
+
+    def _on_image_compressed(self, msg: CompressedImage) -> None:
+        self._ingest(msg, compressed_msg_to_rgb)
+
+    def _ingest(self, msg: Any, convert: Callable[[Any], np.ndarray]) -> None:
+        received_ns = self.get_clock().now().nanoseconds
+        self._input_rate.tick()
+        try:
+            rgb = convert(msg)  # [H, W, 3] uint8
+        except ImageConversionError as exc:
+            self._counts["conversion_errors"] += 1
+            self._last_conversion_error = str(exc)
+            self.get_logger().warning(
+                f"skipping a frame from {self._image_sub.topic_name} "
+                f"({self._counts['conversion_errors']} so far): {exc}",
+                throttle_duration_sec=_THROTTLE_S)
+            return
+        stamp_ns = stamp_to_ns(msg.header.stamp) or received_ns  # unstamped: arrival time
+        self._buffer.push(Frame(rgb, stamp_ns, msg.header.frame_id, received_ns))
+        if self._clip_due:
+            self._cut_clip()
+
+    def _on_question(self, msg: String) -> None:
+        question = msg.data.strip()
+        if not question:
+            self.get_logger().warning("ignoring an empty question on ~/question")
+            return
+        with self._questions_lock:
+            if len(self._questions) >= self._settings.max_questions:
+                dropped = self._questions.popleft()
+                self._counts["questions_dropped"] += 1
+                self.get_logger().warning(f"too many pending questions; dropped {dropped!r}")
+            self._questions.append(question)
+
+    # -- clips ------------------------------------------------------------------------------
+    def _sample(self) -> list[Frame] | None:
+        clip = self._stream.clip
+        return sample_clip(self._buffer.snapshot(), clip.num_frames, clip.window_s,
+                           self.get_clock().now().nanoseconds, clip.max_age_s)
+
+    def _on_clip_timer(self) -> None:
+        """Mark a clip as due; the next converted frame cuts it (see :meth:`_cut_clip`)."""
+        stream = self._stream
+        with self._questions_lock:
+            questions = bool(self._questions)
+        if not (stream.recognize or stream.caption or questions):
+            return
+        newest = self._buffer.latest(1)
+        now_ns = self.get_clock().now().nanoseconds
+        if not newest or now_ns - newest[0].received_ns > stream.clip.max_age_s * 1e9:
+            self._counts["ticks_without_fresh_frames"] += 1
+        self._clip_due = True
+
+    def _cut_clip(self) -> None:
+        """Sample the due clip right after a frame arrived and hand it to the inference thread.
+
+        Cutting at the first frame after the tick rather than at the tick itself means the
+        clip's newest frame is not up to one frame interval old already, at no cost; a camera
+        that stopped never triggers a cut.
+        """
+        self._clip_due = False
+        frames = self._sample()
+        if frames is None:
+            return
+        now_ns = self.get_clock().now().nanoseconds
+        self._sample_age_ms.add((now_ns - frames[-1].received_ns) / 1e6)
+        self._clip_rate.tick()
+        self._slot.offer(_ClipJob(frames, time.perf_counter()))
+
+    def _inference_loop(self) -> None:
+        while not self._stopping.is_set():
+            job = self._slot.take(timeout=0.25)
+            if job is not None:
+                self._handoff_ms.add((time.perf_counter() - job.sampled_at) * 1000.0)
+                try:
+                    self._process(job)
+                except Exception as exc:  # the loop must outlive any one clip
+                    self.get_logger().error(f"clip failed: {type(exc).__name__}: {exc}",
+                                            throttle_duration_sec=_THROTTLE_S)
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run an engine call from the clip loop; None (counted and logged) when it fails."""
+        started = time.perf_counter()
+        try:
+            result = fn()
+        except Exception as exc:
+            self._counts["engine_failures"] += 1
+            self._engine_error = self._explain(exc, what)
+            self.get_logger().warning(f"{what} failed: {self._engine_error}",
+                                      throttle_duration_sec=_THROTTLE_S)
+            return None
+        self._call_ms.add((time.perf_counter() - started) * 1000.0)
+        self._engine_error = ""
+        return result
+
+    def _process(self, job: _ClipJob) -> None:
+        stream = self._stream
+        rgb = [f.rgb for f in job.frames]
+        last = job.frames[-1]
+        header = Header(stamp=ns_to_stamp(last.stamp_ns), frame_id=last.frame_id)
+        ok = True
+        if stream.recognize or stream.caption:
+            if stream.recognize:
+                result = self._call("recognition", lambda: self._engine.recognize(
+                    rgb, mode=stream.mode, clip=True, caption=stream.caption))
+            else:
+                answer = self._call("caption", lambda: self._engine.caption(rgb, clip=True))
+                result = None if answer is None else RecognitionResult(
+                    [], [], stream.mode, answer.answer, answer.latency_ms)
+            ok = result is not None
+            if ok:
+                self._engine_ms.add(result.latency_ms)
+                self._recognition_pub.publish(self._recognition_msg(header, job, result))
+                self._counts["recognitions"] += 1
+        while ok:  # questions wait for the next clip while the engine fails
+            with self._questions_lock:
+                if not self._questions:
+                    break
+                question = self._questions.popleft()
+            answer = self._call("question", lambda q=question: self._engine.ask(q, rgb, clip=True))
+            if answer is None:
+                self._counts["questions_failed"] += 1
+                break
+            self._answer_pub.publish(Answer(header=header, question=question,
+                                            answer=answer.answer, concepts=answer.concepts,
+                                            latency_ms=float(answer.latency_ms)))
+            self._counts["answers"] += 1
+
+    def _recognition_msg(self, header: Header, job: _ClipJob,
+                         result: RecognitionResult) -> Recognition:
+        threshold = self._stream.threshold
+        concepts = [ConceptDetection(
+            name=c.name, score=float(c.score),
+            # the threshold parameter is live: re-decide from the score where there is one
+            present=bool(c.score >= threshold) if math.isfinite(c.score) else bool(c.present))
+            for c in result.concepts]
+        return Recognition(header=header, clip_start=ns_to_stamp(job.frames[0].stamp_ns),
+                           clip_end=header.stamp, num_frames=len(job.frames), concepts=concepts,
+                           caption=result.caption, latency_ms=float(result.latency_ms))
+
+    # -- services (reentrant group: may run concurrently) ----------------------------------
+    def _explain(self, exc: BaseException, what: str) -> str:
+        """A message a person can act on for a failed engine call."""
+        if isinstance(exc, WorkerUnavailable):
+            return (f"the engine worker is unavailable ({exc}); check that 'ego-ros worker "
+                    f"--bind {self._settings.endpoint}' is running - the node reconnects by "
+                    "itself")
+        if isinstance(exc, EngineBusy) or (isinstance(exc, RemoteError)
+                                           and exc.type_name in ("EngineBusy", "ServerBusy")):
+            detail = exc.remote_message if isinstance(exc, RemoteError) else str(exc)
+            return f"the model is busy ({detail}); try again in a few seconds"
+        if isinstance(exc, RemoteError):
+            if exc.type_name in _PLAIN_REMOTE:
+                return exc.remote_message
+            return f"the worker failed {what}: {exc.type_name}: {exc.remote_message}"
+        if isinstance(exc, UnknownConcept | InvalidConceptName | ValueError):
+            return str(exc)
+        self.get_logger().error(f"{what} failed unexpectedly: {type(exc).__name__}: {exc}",
+                                throttle_duration_sec=_THROTTLE_S)
+        return f"{what} failed: {type(exc).__name__}: {exc}"
+
+    def _recent_frames(self, count: int, max_age_s: float) -> list[Frame]:
+        now_ns = self.get_clock().now().nanoseconds
+        fresh = [f for f in self._buffer.latest(count)
+                 if now_ns - f.received_ns <= max_age_s * 1e9]
+        return fresh
+
+    def _no_frames(self, max_age_s: float) -> str:
+        age = self._input_rate.age()
+        topic = self._image_sub.topic_name
+        if age is None:
+            return (f"no camera frames captured yet on {topic}; check the camera driver and "
+                    "the topic remapping, or send images in the request")
+        return (f"no camera frame received in the last {max_age_s:.1f} s on {topic} (the last "
+                f"one arrived {age:.1f} s ago, or none converted); is the camera publishing?")
+
+    def _on_introduce_concept(self, request: IntroduceConcept.Request,
+                              response: IntroduceConcept.Response) -> IntroduceConcept.Response:
+        response.success = False
+        try:
+            name = validate_concept_name(request.name)
+        except InvalidConceptName as exc:
+            response.message = str(exc)
+            return response
+        stream = self._stream
+        if request.images:
+            images, headers = [], []
+            for index, msg in enumerate(request.images):
+                try:
+                    images.append(image_msg_to_rgb(msg))
+                except ImageConversionError as exc:
+                    response.message = (f"image {index} of {len(request.images)} in the "
+                                        f"request cannot be used: {exc}")
+                    return response
+                headers.append(msg.header)
+        else:
+            frames = self._recent_frames(request.num_frames or stream.introduce_num_frames,
+                                         stream.introduce_max_age_s)
+            if not frames:
+                response.message = self._no_frames(stream.introduce_max_age_s)
+                return response
+            images = [f.rgb for f in frames]
+            headers = [Header(stamp=ns_to_stamp(f.stamp_ns), frame_id=f.frame_id)
+                       for f in frames]
+        try:
+            result = self._service_engine.introduce(name, images, replace=bool(request.replace))
+        except Exception as exc:
+            response.message = f"could not introduce {name!r}: {self._explain(exc, 'introduce')}"
+            return response
+        response.success = True
+        response.num_tokens, response.num_views = result.num_tokens, result.num_views
+        response.keywords = [", ".join(k) for k in result.keywords]
+        response.area_percent = float(np.mean(result.area_percent)) if result.area_percent \
+            else 0.0
+        response.message = (f"learned {result.name!r} from {len(images)} view(s) in "
+                             f"{result.elapsed_s:.1f} s: {result.num_tokens} memory tokens over "
+                             f"{result.num_views} stored view(s)")
+        self.get_logger().info(response.message)
+        self._publish_overlays(images, headers, result)
+        return response
+
+    def _publish_overlays(self, images: list[np.ndarray], headers: list[Header],
+                          result: IntroduceResult) -> None:
+        for image, header, selected in zip(images, headers, result.selected):
+            try:
+                overlay = draw_selection_overlay(image, selected["indices"],
+                                                 tuple(selected["grid"]))  # [H, W, 3]
+            except (KeyError, ValueError) as exc:
+                self.get_logger().warning(f"no overlay for {result.name!r}: {exc}")
+                continue
+            self._overlay_pub.publish(rgb_to_image_msg(overlay, "rgb8", header))
+
+    def _on_ask(self, request: Ask.Request, response: Ask.Response) -> Ask.Response:
+        response.success = False
+        question = request.question.strip()
+        if not question:
+            response.message = "the question is empty; ask something about the camera view"
+            return response
+        frames = self._sample()
+        if frames is None:
+            response.message = self._no_frames(self._stream.clip.max_age_s)
+            return response
+        try:
+            answer = self._service_engine.ask(question, [f.rgb for f in frames], clip=True,
+                                              concepts=list(request.concepts) or None)
+        except Exception as exc:
+            response.message = f"could not answer: {self._explain(exc, 'ask')}"
+            return response
+        response.success = True
+        response.answer = answer.answer
+        response.message = (f"answered about a clip of {len(frames)} frame(s) in "
+                            f"{answer.latency_ms:.0f} ms")
+        return response
+
+    def _on_list_concepts(self, request: ListConcepts.Request,
+                          response: ListConcepts.Response) -> ListConcepts.Response:
+        try:
+            infos = self._service_engine.concepts()
+        except Exception as exc:
+            response.success = False
+            response.message = f"could not list the concepts: {self._explain(exc, 'list_concepts')}"
+            self.get_logger().error(f"list_concepts: {response.message}")
+            return response
+        response.success = True
+        response.message = f"{len(infos)} concept(s)"
+        response.names = [c.name for c in infos]
+        response.num_tokens = [int(c.num_tokens) for c in infos]
+        response.num_views = [int(c.num_views) for c in infos]
+        return response
+
+    def _on_forget_concept(self, request: ForgetConcept.Request,
+                           response: ForgetConcept.Response) -> ForgetConcept.Response:
+        response.success = False
+        name = request.name.strip()
+        if not name:
+            response.message = "the concept name is empty; call ~/list_concepts for the names"
+            return response
+        try:
+            forgotten = self._service_engine.forget(name)
+            known = [] if forgotten else [c.name for c in self._service_engine.concepts()]
+        except Exception as exc:
+            response.message = f"could not forget {name!r}: {self._explain(exc, 'forget')}"
+            return response
+        response.success = bool(forgotten)
+        response.message = (f"forgot {name!r}" if forgotten else
+                            f"no concept named {name!r}; known: {', '.join(known) or 'none'}")
+        return response
+
+    # -- diagnostics -----------------------------------------------------------------------
+    def _on_diagnostics_timer(self) -> None:
+        self._diagnostics_pub.publish(make_array(self.get_clock().now().to_msg(),
+                                                 self.diagnostics()))
+
+    def diagnostics(self) -> list[DiagnosticStatus]:
+        """The node's ``DiagnosticStatus`` list: camera input, clips, engine."""
+        prefix, counts, max_age_s = self.get_name(), self._counts, self._stream.clip.max_age_s
+        age = self._input_rate.age()
+        level, message = camera_level(age, max_age_s, counts["conversion_errors"],
+                                      self._last_conversion_error, self._no_frames(max_age_s))
+        camera = make_status(f"{prefix}: camera input", level, message, {
+            "topic": self._image_sub.topic_name, "rate_hz": self._input_rate.rate(),
+            "frames_received": self._input_rate.total,
+            "conversion_errors": counts["conversion_errors"],
+            "last_conversion_error": self._last_conversion_error,
+            "last_frame_age_s": age, "buffered_frames": len(self._buffer)})
+        clips = make_status(f"{prefix}: clips", OK, "sampling clips", {
+            "clip_rate_hz": self._clip_rate.rate(), "clips_sampled": self._clip_rate.total,
+            "clips_skipped": self._slot.skipped,
+            "ticks_without_fresh_frames": counts["ticks_without_fresh_frames"],
+            "recognitions_published": counts["recognitions"],
+            "answers_published": counts["answers"], "pending_questions": len(self._questions),
+            "questions_dropped": counts["questions_dropped"],
+            "questions_failed": counts["questions_failed"],
+            **self._sample_age_ms.summary("sample_age"), **self._handoff_ms.summary("handoff")})
+        values: dict[str, Any] = {
+            "mode": "remote" if self._remote else "in-process",
+            "endpoint": self._settings.endpoint, "failures": counts["engine_failures"],
+            "last_error": self._engine_error, "busy": self._slot.pending,
+            **self._engine_ms.summary("inference"), **self._call_ms.summary("call")}
+        healthy, last_ok = True, None
+        if self._remote:
+            healthy, last_ok = self._engine.healthy, self._engine.last_ok
+            values["worker_healthy"] = healthy
+            values["worker_last_answer_age_s"] = (None if last_ok is None
+                                                  else time.monotonic() - last_ok)
+        else:
+            health = self._engine.health()
+            values.update({k: health.get(k) for k in ("family", "device", "dtype", "concepts")})
+        level, message = engine_level(self._remote, healthy, last_ok is not None,
+                                      self._engine_error, self._settings.endpoint)
+        return [camera, clips, make_status(f"{prefix}: engine", level, message, values)]
+
+    # -- shutdown ---------------------------------------------------------------------------
+    def destroy_node(self) -> None:
+        """Stop the inference thread, close worker connections, then destroy the node."""
+        if not self._destroyed:
+            self._destroyed = True
+            self._stopping.set()
+            self._slot.close()
+            self._thread.join(timeout=max(10.0, self._settings.timeout_s))
+            if self._thread.is_alive():
+                self.get_logger().warning("inference thread still busy at shutdown")
+            if self._remote:
+                self._engine.close()
+                self._service_engine.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``ego_node``: spin an :class:`EgoNode` on a multi-threaded executor."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = EgoNode()
+        executor = EgoExecutor(num_threads=6)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ValueError, OSError, BackendError) as exc:  # start-up: parameters, model, store
+        rclpy.logging.get_logger("ego_node").fatal(f"cannot start: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
