@@ -101,7 +101,7 @@ def test_changing_the_concept_set_invalidates_the_prefix(engine, make_scene):
                                rtol=1e-5, atol=1e-5)
     assert engine.stats["prefix_hits"] == hits + 1
     engine.introduce("red box", [make_scene(4)], replace=True)  # its memory changed
-    assert not any(n == "red box" for key in engine._prefixes for n, _ in key)
+    assert not any(n == "red box" for key in engine._prefixes for n, _ in key[0])
     assert not torch.allclose(engine.next_token_logits(frame, TASK), before)
 
 

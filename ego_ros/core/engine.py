@@ -268,31 +268,39 @@ class EgoEngine:
         return text, visuals
 
     def _render(self, names: Sequence[str], query: _Query, task: str):
-        """Segments split into (prefix, query, tail) and the prefix's cache key."""
-        prefix_text, visuals = self._prefix_text(names)
-        visuals = {**visuals, **query.visuals}
-        segments = self.backend.render(prefix_text + query.content + query.after + task, visuals)
-        ids = [i for i, s in enumerate(segments) if any(s is b for b in query.blocks)]
-        first, last = ids[0], ids[-1]
-        # The key names every concept with its memory version and every text token of the
-        # prefix (the header and the text leading to the query: "Query image:" differs from
-        # "Query video:"), so a prefix is only reused for the very same tokens.
-        texts = tuple(tuple(seg.tolist()) for seg in segments[:first]
-                      if isinstance(seg, torch.Tensor))
-        key = (tuple((n, self._versions[n]) for n in names), texts)
-        return segments[:first], segments[first:last + 1], segments[last + 1:], key
+        """``(prefix state, query segments, task segments)`` for one request.
 
-    def _prefix_state(self, key: tuple, prefix_segments: list):
-        if not prefix_segments:
-            return None
-        cached = self._prefixes.get(key) if self.config.prefix_cache_size else None
+        The prefix (chat header, memory block, the text leading to the query) depends only on
+        the concepts in context, their memory versions and that lead text ("Query image:" vs
+        "Query video:"), which is its cache key. On a hit the memories are not even rendered:
+        only the query and the task go through the chat template, and everything from the
+        first query block on is the same text either way.
+        """
+        lead = query.content[:query.content.index("<ego:")]
+        key = (tuple((n, self._versions[n]) for n in names), lead)
+        cached = self._prefixes.get(key) if self.config.prefix_cache_size and names else None
         if cached is not None:
             self._prefixes.move_to_end(key)
             self.stats["prefix_hits"] += 1
-            return cached
+            segments = self.backend.render(query.content + query.after + task, query.visuals)
+        else:
+            prefix_text, visuals = self._prefix_text(names)
+            segments = self.backend.render(prefix_text + query.content + query.after + task,
+                                           {**visuals, **query.visuals})
+        ids = [i for i, seg in enumerate(segments) if any(seg is b for b in query.blocks)]
+        first, last = ids[0], ids[-1]
+        query_part, tail = segments[first:last + 1], segments[last + 1:]
+        if cached is not None:
+            return cached, query_part, tail
+        return self._prefill_prefix(key, segments[:first], bool(names)), query_part, tail
+
+    def _prefill_prefix(self, key: tuple, prefix_segments: list, cacheable: bool):
+        """Prefill the memory prefix (``None`` when there is none) and cache its state."""
+        if not prefix_segments:
+            return None
         self.stats["prefix_misses"] += 1
         _, state = self.backend.prefill(prefix_segments, None)
-        if self.config.prefix_cache_size:
+        if self.config.prefix_cache_size and cacheable:
             self._prefixes[key] = state
             while len(self._prefixes) > self.config.prefix_cache_size:
                 self._prefixes.popitem(last=False)
@@ -304,8 +312,8 @@ class EgoEngine:
         segments that follow it."""
         query = self._encode_query(frames, clip)
         names = self._select_concepts(query, restrict)
-        prefix, query_part, tail, key = self._render(names, query, task)
-        return query, names, self._prefix_state(key, prefix), query_part, tail
+        state, query_part, tail = self._render(names, query, task)
+        return query, names, state, query_part, tail
 
     def _prepare(self, frames, clip, restrict, task: str):
         """As :meth:`_prefixed`, with the query prefilled too (several tasks branch from it)."""
