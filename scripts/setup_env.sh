@@ -8,7 +8,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-venv=${1:-"$root/.venv"}
+venv=$(realpath -m "${1:-$root/.venv}")  # absolute: the CMake build runs in another folder
 python=${PYTHON:-python3.11}
 stamps="$venv/.ego_stamps"
 
