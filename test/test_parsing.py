@@ -39,7 +39,8 @@ AREA_CASES = [
     ("0%", 0.0),
     ("In image 1, the mug covers 30%.", 30.0),  # a marked percentage beats a bare number
     ("The answer - 30%", 30.0),  # a spaced dash is not a minus sign
-    ("1", 100.0),  # a bare number <= 1 is a fraction of the whole
+    ("1", 1.0),  # a bare integer is a percentage; "1.0" is the whole image
+    ("1.0", 100.0),  # a bare number <= 1 is a fraction of the whole
     ("45", 45.0),
     ("about 0.25 of the image", 25.0),
     ("0.2-0.3", 25.0),

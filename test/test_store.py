@@ -209,8 +209,8 @@ def test_memory_add_views_renumbers_and_info() -> None:
     assert info.keywords == [["kw0", "red"], ["kw1", "red"], ["kw0", "red"]]
     with pytest.raises(FingerprintMismatch):
         a.add_views(make_memory("mug", fingerprint=OTHER_FP))
-    with pytest.raises(ValueError, match="bfloat16"):
-        a.add_views(make_memory("mug", dtype=torch.bfloat16))
+    mixed = a.add_views(make_memory("mug", dtype=torch.bfloat16))  # a bf16 robot's new views
+    assert mixed.tokens.dtype == a.tokens.dtype and mixed.num_views == a.num_views + 1
 
 
 def test_memory_validates_view_ids_and_width() -> None:
@@ -534,3 +534,19 @@ def test_thousand_concepts(tmp_path: Path) -> None:
     assert_same_memory(store.get("concept 517"), memories[517])
     got = store.get_many(["concept 1", "concept 999"])
     assert_same_memory(got["concept 999"], memories[999])
+
+
+def test_empty_or_non_finite_memories_are_refused():
+    good = make_memory("mug")
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        ConceptMemory(good.name, good.tokens * float("nan"), good.view_ids, good.views,
+                      good.layers, good.fingerprint)
+    with pytest.raises(ValueError):
+        ConceptMemory(good.name, good.tokens[:0], good.view_ids[:0], good.views, good.layers,
+                      good.fingerprint)
+
+
+@pytest.mark.parametrize("name", ["<ego:query>", "my <|im_end|> mug"])
+def test_names_reserved_in_prompts_are_refused(name):
+    with pytest.raises(InvalidConceptName, match="reserved in prompts"):
+        validate_concept_name(name)

@@ -11,8 +11,10 @@ Queries and keys arrive there with rotary embeddings applied (Qwen's M-RoPE incl
 the KV cache already concatenated, so the rows are exactly the eager attention's rows.
 
 Peak extra memory per capture call: ``H * N_q * T`` float32 scores for one layer at a time
-(then reduced to the visual columns and kept: ``H * N_q * N_r`` per selected layer), against
-``L * H * T * T`` for eager ``output_attentions``.
+(plus float32 views of the call's queries and keys, ``(H * N_q + H_kv * T) * d``; grouped
+query heads share their KV head without copying it), then reduced to the visual columns and
+kept: ``H * N_q * N_r`` per selected layer. Eager ``output_attentions`` holds
+``L * H * T * T``.
 """
 
 from __future__ import annotations
@@ -63,15 +65,20 @@ class AttentionCapture:
 
 def _record(capture: AttentionCapture, module, query: torch.Tensor, key: torch.Tensor) -> None:
     # query [B, H, q, d], key [B, Hkv, T, d]; batch 1 during introduction.
-    groups = query.shape[1] // key.shape[1]
     q = query[0]
     if capture.query_rows is not None:
         q = q[:, capture.query_rows.to(q.device), :]  # [H, n, d]
-    if q.shape[1] == 0:
+    heads, n, dim = q.shape
+    if n == 0:
         return
-    k = key[0].repeat_interleave(groups, dim=0) if groups > 1 else key[0]  # [H, T, d]
-    scaling = getattr(module, "scaling", q.shape[-1] ** -0.5)
-    scores = torch.matmul(q.float(), k.float().transpose(1, 2)) * scaling  # [H, n, T]
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads
+    scaling = getattr(module, "scaling", dim ** -0.5)
+    # Grouped-query attention without repeating the keys: the query heads sharing a KV head
+    # are stacked as extra rows, so the only new tensor is the scores, never a key copy.
+    qg = q.float().reshape(kv_heads, groups * n, dim)  # [Hkv, g*n, d]
+    scores = torch.matmul(qg, key[0].float().transpose(1, 2)) * scaling  # [Hkv, g*n, T]
+    scores = scores.reshape(heads, n, -1)  # [H, n, T]
     total, q_len = key.shape[2], query.shape[2]
     # Causal mask in cache coordinates: query row i sits at absolute position T - q_len + i.
     rows_abs = torch.arange(q_len, device=q.device) + (total - q_len)

@@ -30,6 +30,25 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 _SENTINEL = re.compile(r"<ego:(\w+)>")
 
 
+MIN_IMAGE_SIDE = 8  # smaller images are ambiguous to processors (read as channels-first)
+
+
+def _checked_rgb(images: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
+    """The images as a list, each an RGB uint8 ``[H, W, 3]`` array of a usable size."""
+    if not images:
+        raise ValueError(f"no {what}s given")
+    for i, img in enumerate(images):
+        if not (isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3
+                and img.dtype == np.uint8):
+            raise ValueError(f"{what} {i}: expected an RGB uint8 array [H, W, 3], got "
+                             f"{getattr(img, 'dtype', type(img).__name__)} "
+                             f"{getattr(img, 'shape', '')}")
+        if min(img.shape[:2]) < MIN_IMAGE_SIDE:
+            raise ValueError(f"{what} {i} is {img.shape[1]}x{img.shape[0]} pixels; at least "
+                             f"{MIN_IMAGE_SIDE} on each side is needed")
+    return list(images)
+
+
 class BackendError(RuntimeError):
     """The model cannot be loaded or used as asked; the message says why and what to do."""
 
@@ -99,11 +118,6 @@ class Visual:
                                     indexing="ij")
         coords = torch.stack([tt, hh, ww], dim=-1).reshape(-1, 3)  # [N, 3]
         return cls(tokens, coords, grid, kind, time_interval)
-
-    def select(self, indices: torch.Tensor) -> Visual:
-        """The sub-block at ``indices`` (positions in this block), keeping grid coordinates."""
-        return Visual(self.tokens[indices], self.coords[indices], self.grid, "memory",
-                      self.time_interval)
 
     @property
     def num_tokens(self) -> int:
@@ -186,10 +200,6 @@ class FamilyAdapter:
         """A clip: the family's native video input where it has one, else one block a frame."""
         return self.encode_images(frames)
 
-    def clip_prefix_text(self, index: int, count: int) -> str:
-        """Text placed before frame ``index`` of a clip given as separate images."""
-        return ""
-
     # -- positions ------------------------------------------------------------------------
     uses_3d_positions: bool = False
 
@@ -253,6 +263,8 @@ class LVLMBackend:
         for match in _SENTINEL.finditer(content):
             if match.start() > pos:
                 items.append({"type": "text", "text": content[pos:match.start()]})
+            if match.group(1) not in visuals:
+                raise ValueError(f"prompt sentinel <ego:{match.group(1)}> has no visual block")
             item = visuals[match.group(1)]
             for block in item if isinstance(item, list) else [item]:
                 items.append({"type": "video" if block.kind == "video" else "image"})
@@ -281,17 +293,12 @@ class LVLMBackend:
     @torch.inference_mode()
     def encode_images(self, images: Sequence[np.ndarray]) -> list[Visual]:
         """Visual tokens of each RGB image (``[H, W, 3]`` uint8), as the LLM receives them."""
-        for i, img in enumerate(images):
-            if not (isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3
-                    and img.dtype == np.uint8 and min(img.shape[:2]) > 0):
-                raise ValueError(f"image {i}: expected an RGB uint8 array [H, W, 3], got "
-                                 f"{getattr(img, 'dtype', type(img))} {getattr(img, 'shape', '')}")
-        return self.adapter.encode_images(list(images))
+        return self.adapter.encode_images(_checked_rgb(images, "image"))
 
     @torch.inference_mode()
     def encode_clip(self, frames: Sequence[np.ndarray], fps: float = 2.0) -> list[Visual]:
         """A clip: one native video block (Qwen2.5-VL) or one block per frame (InternVL)."""
-        return self.adapter.encode_clip(list(frames), fps=fps)
+        return self.adapter.encode_clip(_checked_rgb(frames, "frame"), fps=fps)
 
     def memory_block(self, tokens: torch.Tensor, coords: torch.Tensor,
                      grid: tuple[int, int, int]) -> Visual:
@@ -419,6 +426,45 @@ class LVLMBackend:
         return self._head(last).float()  # [N, V]
 
     @torch.inference_mode()
+    def prefill_tree(self, segments: Sequence[Segment], tails: Sequence[torch.Tensor],
+                     state: KVState | None) -> torch.Tensor:
+        """``segments`` (e.g. a query image) followed by ``N`` alternative continuations, all
+        in ONE forward pass: next-token logits ``[N, V]`` at the end of each continuation.
+
+        The continuations are laid side by side after ``segments`` and a 4-D attention mask
+        keeps them apart (a tree: each sees the cache, ``segments`` and itself, never a
+        sibling); each starts at the same position, so every row equals the logits of
+        ``prefill(segments + [tail_i])``. Saves the second pass of :meth:`prefill_batch`.
+        """
+        if not tails:
+            raise ValueError("prefill_tree: no continuations")
+        past = state.length if state else 0
+        head = self.embed(segments, start_pos=state.next_pos if state else 0)  # [1, Tq, D]
+        lengths = [int(t.numel()) for t in tails]
+        if min(lengths) == 0:
+            raise ValueError("prefill_tree: empty continuation")
+        ids = torch.cat([t.long() for t in tails]).to(self.device)  # [sum L]
+        embeds = torch.cat([head.embeds, self._embed(ids)[None]], dim=1)  # [1, T, D]
+        text_pos = torch.cat([torch.arange(n) for n in lengths]) + head.next_pos  # [sum L]
+        rows = 3 if self.adapter.uses_3d_positions else 1
+        tail_pos = text_pos[None].expand(rows, -1).to(self.device)
+        head_pos = head.positions[:, 0] if self.adapter.uses_3d_positions else head.positions
+        positions = torch.cat([head_pos, tail_pos], dim=-1)  # [P, T]
+        positions = positions[:, None] if self.adapter.uses_3d_positions else positions
+        t_head, total = head.embeds.shape[1], embeds.shape[1]
+        branch = torch.cat([torch.full((t_head,), -1)] +
+                           [torch.full((n,), i) for i, n in enumerate(lengths)])  # [T]
+        order = torch.arange(total)
+        causal = order[None, :] <= order[:, None]  # [T, T]
+        related = (branch[None, :] == -1) | (branch[None, :] == branch[:, None])
+        mask = torch.cat([torch.ones(total, past, dtype=torch.bool), causal & related], dim=1)
+        out = self._lm(inputs_embeds=embeds, position_ids=positions,
+                       attention_mask=mask[None, None].to(self.device),  # [1, 1, T, past+T]
+                       past_key_values=self._cache(state), use_cache=True)
+        ends = t_head + torch.tensor(lengths).cumsum(0) - 1  # last token of each branch
+        return self._head(out.last_hidden_state[0, ends.to(self.device)]).float()  # [N, V]
+
+    @torch.inference_mode()
     def generate(self, segments: Sequence[Segment], state: KVState | None = None, *,
                  max_new_tokens: int = 32, capture: AttentionCapture | None = None,
                  ) -> Generation:
@@ -460,7 +506,25 @@ class LVLMBackend:
             str(t) for t in getattr(self.tokenizer, "added_tokens_encoder", {})}
 
     def token_strings(self, ids: Sequence[int]) -> list[str]:
-        return [str(t) for t in self.tokenizer.convert_ids_to_tokens(list(ids))]
+        """The text each token adds to the decoded answer (special tokens as themselves).
+
+        Decoding prefixes, not single tokens, turns byte-level pieces back into characters:
+        a bullet or a curly apostrophe split over two byte tokens comes out as that character
+        (on the token that completes it), never as letter-like vocabulary entries.
+        """
+        out, previous = [], ""
+        specials = set(self.tokenizer.all_special_ids)
+        for i, token in enumerate(ids):
+            if token in specials:
+                out.append(str(self.tokenizer.convert_ids_to_tokens(int(token))))
+                continue
+            text = self.tokenizer.decode(list(ids[:i + 1]), skip_special_tokens=True)
+            if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the rest
+                out.append("")
+                continue
+            out.append(text[len(previous):] if text.startswith(previous) else text)
+            previous = text
+        return out
 
     def variant_ids(self, words: Sequence[str]) -> list[int]:
         """Ids of single-token spellings of ``words`` (with and without a leading space)."""

@@ -48,6 +48,3 @@ class InternVLAdapter(FamilyAdapter):
         ).pooler_output  # [n, N, D]
         side = math.isqrt(feats.shape[1])
         return [Visual.full_grid(tokens, (1, side, side)) for tokens in feats]
-
-    def clip_prefix_text(self, index: int, count: int) -> str:
-        return f"Frame{index + 1}: "

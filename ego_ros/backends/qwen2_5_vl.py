@@ -76,7 +76,12 @@ class Qwen25VLAdapter(FamilyAdapter):
         coords = block.coords  # [N, 3]
         t = (coords[:, 0].double() * block.time_interval).long() + start
         pos = torch.stack([t, coords[:, 1] + start, coords[:, 2] + start])  # [3, N]
-        return pos, start + max(block.grid[1], block.grid[2])
+        # transformers' get_rope_index continues text at start + max(H, W); a long clip's
+        # temporal positions can pass that, so never continue below the block's last one.
+        span = max(block.grid[1], block.grid[2])
+        if block.grid[0] > 1:
+            span = max(span, int((block.grid[0] - 1) * block.time_interval) + 1)
+        return pos, start + span
 
 
 def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -32,13 +32,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ego_ros.core.introduce import IntroduceConfig, default_layers, introduce_concept
+from ego_ros.core.calibration import resolve_layers
+from ego_ros.core.introduce import IntroduceConfig, introduce_concept
 from ego_ros.core.memory import ConceptMemory
 from ego_ros.core.names import validate_concept_name
 from ego_ros.core.parsing import mentioned_names, parse_present_names
 from ego_ros.core.prompts import Prompts, prompts_for
 from ego_ros.core.retrieval import ConceptIndex
 from ego_ros.core.scoring import Thresholds, answer_variants, yes_no_score
+from ego_ros.core.store import ConceptNotFound
 from ego_ros.core.types import (
     AnswerResult,
     ConceptInfo,
@@ -70,9 +72,10 @@ class EngineConfig:
     max_in_context: most concepts put in one context; more stored ones trigger retrieval.
     prefix_cache_size: memory prefixes (one per concept set) kept; 0 disables reuse.
     max_new_tokens: budget of free-form answers and captions.
-    max_waiting: callers allowed to queue behind the running request.
+    max_waiting: callers allowed to wait behind the running request; more get EngineBusy.
     clip_fps: frame rate assumed for a clip given as native video (temporal positions).
     score_batch: per-concept questions scored in one batched forward pass.
+    max_clip_frames: longer clips are subsampled evenly to this many frames (context bound).
     """
 
     introduce: IntroduceConfig = field(default_factory=IntroduceConfig)
@@ -84,10 +87,11 @@ class EngineConfig:
     max_waiting: int = 4
     clip_fps: float = 2.0
     score_batch: int = 16
+    max_clip_frames: int = 16
 
     def __post_init__(self) -> None:
         checks = {"max_in_context": 1, "prefix_cache_size": 0, "max_new_tokens": 1,
-                  "max_waiting": 0, "score_batch": 1}
+                  "max_waiting": 0, "score_batch": 1, "max_clip_frames": 1}
         for name, low in checks.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -118,10 +122,12 @@ class EgoEngine:
         self.store = store
         self.config = config or EngineConfig()
         chosen = layers if layers is not None else self.config.layers
-        self.layers = tuple(chosen) if chosen else default_layers(backend.num_layers)
+        # Explicit layers, else the model's calibration file (ego-ros calibrate), else the
+        # documented mid-to-late fallback.
+        self.layers, self.layers_source = resolve_layers(backend, chosen)
         self.prompts: Prompts = prompts_for(backend.family)
         self._lock = threading.Lock()
-        self._waiting = 0
+        self._inside = 0  # callers running or waiting in _turn
         self._waiting_lock = threading.Lock()
         self._memories: dict[str, ConceptMemory] = {}
         self._versions: dict[str, int] = {}
@@ -144,7 +150,8 @@ class EgoEngine:
         if names:
             for memory in self.store.get_many(names, skip_broken=True).values():
                 self._remember(memory)
-        log.info("engine: %d concepts loaded, layers %s", len(self._memories), self.layers)
+        log.info("engine: %d concepts loaded, layers %s (%s)", len(self._memories), self.layers,
+                 self.layers_source)
 
     def _remember(self, memory: ConceptMemory) -> None:
         self._version_counter += 1
@@ -158,17 +165,20 @@ class EgoEngine:
 
     @contextmanager
     def _turn(self):
-        """Hold the model: one request at a time, a bounded queue behind it."""
+        """Hold the model: one request at a time and at most ``max_waiting`` behind it."""
         with self._waiting_lock:
-            if self._waiting > self.config.max_waiting:
+            if self._inside >= self.config.max_waiting + 1:
                 self.stats["busy_rejections"] += 1
-                raise EngineBusy(f"{self._waiting} requests already waiting for the model")
-            self._waiting += 1
-        with self._lock:
+                raise EngineBusy(f"the model is busy and {self._inside - 1} request(s) are "
+                                 "already waiting")
+            self._inside += 1
+        try:
+            with self._lock:
+                self.stats["requests"] += 1
+                yield
+        finally:
             with self._waiting_lock:
-                self._waiting -= 1
-            self.stats["requests"] += 1
-            yield
+                self._inside -= 1
 
     # -- introduction ----------------------------------------------------------------------
     def introduce(self, name: str, images: Sequence[np.ndarray],
@@ -193,10 +203,15 @@ class EgoEngine:
                       for t in traces])
 
     def forget(self, name: str) -> bool:
+        """Forget concept ``name`` (memory and stored file); False when it is unknown."""
+        name = validate_concept_name(name)
         with self._turn():
             if name not in self._memories:
                 return False
-            self.store.delete(name)
+            try:
+                self.store.delete(name)
+            except ConceptNotFound:  # already deleted by another process: forget it here too
+                log.info("concept %r was already gone from the store", name)
             del self._memories[name]
             del self._versions[name]
             self._drop_prefixes(name)
@@ -204,18 +219,23 @@ class EgoEngine:
             return True
 
     def concepts(self) -> list[ConceptInfo]:
-        return [self._memories[n].to_info() for n in sorted(self._memories)]
+        memories = dict(self._memories)  # a snapshot: introduce/forget may run meanwhile
+        return [memories[n].to_info() for n in sorted(memories)]
 
     def health(self) -> dict:
         return {"ok": True, "family": self.backend.family, "device": str(self.backend.device),
                 "dtype": str(self.backend.dtype).removeprefix("torch."),
                 "concepts": len(self._memories), "layers": list(self.layers),
+                "layers_source": self.layers_source,
                 "prefix_cache": len(self._prefixes), "busy": self._lock.locked(), **self.stats}
 
     # -- prompt pieces --------------------------------------------------------------------
     def _encode_query(self, frames: Sequence[np.ndarray], clip: bool) -> _Query:
         if not frames:
             raise ValueError("no frames given")
+        if clip and len(frames) > self.config.max_clip_frames:
+            keep = np.linspace(0, len(frames) - 1, self.config.max_clip_frames).round()
+            frames = [frames[int(i)] for i in keep]  # evenly over the clip, last one kept
         if clip and len(frames) > 1:
             blocks = self.backend.encode_clip(frames, fps=self.config.clip_fps)
         else:
@@ -234,6 +254,7 @@ class EgoEngine:
 
     def _select_concepts(self, query: _Query, restrict: Sequence[str] | None) -> list[str]:
         if restrict:
+            restrict = [validate_concept_name(n) for n in restrict]
             missing = [n for n in restrict if n not in self._memories]
             if missing:
                 raise UnknownConcept(f"unknown concept(s): {', '.join(missing)}")
@@ -315,12 +336,6 @@ class EgoEngine:
         state, query_part, tail = self._render(names, query, task)
         return query, names, state, query_part, tail
 
-    def _prepare(self, frames, clip, restrict, task: str):
-        """As :meth:`_prefixed`, with the query prefilled too (several tasks branch from it)."""
-        query, names, state, query_part, tail = self._prefixed(frames, clip, restrict, task)
-        _, state = self.backend.prefill(query_part, state)
-        return query, names, state, tail
-
     # -- tasks ----------------------------------------------------------------------------
     def recognize(self, frames: Sequence[np.ndarray], mode: str = "per-concept",
                   clip: bool = False, concepts: Sequence[str] | None = None,
@@ -328,9 +343,11 @@ class EgoEngine:
         """Which known concepts are in the frame (the last one) or the clip (``clip=True``).
 
         per-concept (the paper's protocol): one yes/no question per concept in context, scored
-        by P(yes) / (P(yes) + P(no)) of the first answer token, all branching from one cached
-        [memories + query] state. joint: one question listing every name; the model answers
-        with the present ones (no score, NaN)."""
+        by P(yes) / (P(yes) + P(no)) of the first answer token, all branching from the cached
+        memory prefix: with up to ``score_batch`` concepts and no caption, the query and every
+        question go through the model in one pass (a tree of continuations); otherwise the
+        query is prefilled once and the questions follow in batches. joint: one question
+        listing every name; the model answers with the present ones (no score, NaN)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         started = time.perf_counter()
@@ -339,8 +356,16 @@ class EgoEngine:
         with self._turn():
             results: list[ConceptScore] = []
             cap_text = ""
+            query, names, state, query_part, _ = self._prefixed(frames, clip, concepts, "")
+            if (mode == "per-concept" and not caption and names
+                    and len(names) <= self.config.score_batch):
+                tails = self._question_tails(query, names)
+                logits = self.backend.prefill_tree(query_part, tails, state)  # [N, V]
+                results = [self._decide(n, row) for n, row in zip(names, logits)]
+                return RecognitionResult(results, names, mode, "",
+                                         (time.perf_counter() - started) * 1000.0)
+            _, state = self.backend.prefill(query_part, state)
             # The joint question lists the names, so it is rendered once they are known.
-            query, names, state, _ = self._prepare(frames, clip, concepts, "")
             if mode == "joint" and names:
                 tail = self._task_tail(
                     query, self.prompts.recognize_joint.format(names=", ".join(names)))
@@ -394,16 +419,21 @@ class EgoEngine:
         step = self.config.score_batch
         for lo in range(0, len(names), step):
             chunk = names[lo:lo + step]
-            tails = [torch.cat(self._task_tail(query, self.prompts.recognize_one.format(name=n)))
-                     for n in chunk]
-            logits = self.backend.prefill_batch(tails, state)  # [n, V]
-            for name, row in zip(chunk, logits):
-                if not self._yes or not self._no:
-                    out.append(ConceptScore(name, int(torch.argmax(row)) in self._yes, math.nan))
-                    continue
-                score = float(yes_no_score(row, self._yes, self._no))
-                out.append(ConceptScore(name, self.config.thresholds.decide(name, score), score))
+            logits = self.backend.prefill_batch(self._question_tails(query, chunk), state)
+            out += [self._decide(name, row) for name, row in zip(chunk, logits)]  # [n, V]
         return out
+
+    def _question_tails(self, query: _Query, names: Sequence[str]) -> list[torch.Tensor]:
+        """Token ids of each concept's yes/no question as it follows the query."""
+        return [torch.cat(self._task_tail(query, self.prompts.recognize_one.format(name=n)))
+                for n in names]
+
+    def _decide(self, name: str, logits: torch.Tensor) -> ConceptScore:
+        """Score and decision of one concept from its first answer token's logits ``[V]``."""
+        if not self._yes or not self._no:
+            return ConceptScore(name, int(torch.argmax(logits)) in self._yes, math.nan)
+        score = float(yes_no_score(logits, self._yes, self._no))
+        return ConceptScore(name, self.config.thresholds.decide(name, score), score)
 
     def _generate_from(self, query: _Query, state, task: str) -> str:
         gen = self.backend.generate(self._task_tail(query, task), state,
@@ -416,8 +446,18 @@ class EgoEngine:
         may be used in it."""
         if not question or not question.strip():
             raise ValueError("ask: the question is empty")
+        self._check_user_text(question)
         return self._answer(self.prompts.ask.format(question=question.strip()), frames, clip,
                             concepts)
+
+    def _check_user_text(self, text: str) -> None:
+        """User text is written into the prompt: no prompt sentinels, no special tokens."""
+        if "<ego:" in text:
+            raise ValueError("the question contains '<ego:', which is reserved in prompts")
+        specials = [t for t in self.backend.special_tokens if t and t in text]
+        if specials:
+            raise ValueError(f"the question contains the model's special token(s) {specials}; "
+                             "remove them")
 
     def caption(self, frames: Sequence[np.ndarray], clip: bool = False,
                 concepts: Sequence[str] | None = None) -> AnswerResult:
@@ -431,5 +471,5 @@ class EgoEngine:
             gen = self.backend.generate(query_part + tail, state,
                                         max_new_tokens=self.config.max_new_tokens)
         text = gen.text.strip()
-        return AnswerResult(text, mentioned_names(text, list(self._memories)), names,
+        return AnswerResult(text, mentioned_names(text, list(dict(self._memories))), names,
                             (time.perf_counter() - started) * 1000.0)

@@ -53,7 +53,7 @@ class IntroduceConfig:
     """Generation budgets for the two introduction questions, plus the selection rule."""
 
     selection: SelectionConfig = SelectionConfig()
-    area_max_new_tokens: int = 8
+    area_max_new_tokens: int = 16  # room for "It covers approximately 40%" digit by digit
     keywords_max_new_tokens: int = 24
 
     def __post_init__(self) -> None:

@@ -251,6 +251,10 @@ class ConceptMemory:
                 f"ConceptMemory {self.name!r}: tokens have width {t.shape[1]} but the model "
                 f"fingerprint says hidden_size={self.fingerprint.hidden_size}"
             )
+        if t.shape[0] == 0 or any(v.num_tokens == 0 for v in self.views):
+            raise ValueError(f"ConceptMemory {self.name!r}: every view needs at least one token")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"ConceptMemory {self.name!r}: tokens hold NaN or infinity")
         if not self.views:
             raise ValueError(f"ConceptMemory {self.name!r}: needs at least one view")
         ids = self.view_ids
@@ -309,23 +313,24 @@ class ConceptMemory:
     def add_views(self, other: ConceptMemory) -> ConceptMemory:
         """A new memory with ``other``'s views appended after this one's (view ids renumbered).
 
-        Both must come from the same model and have the same token dtype. The name and creation
-        time are this memory's; the layers become the sorted union, recording every layer that
-        ranked some of the rows.
+        Both must come from the same model; ``other``'s tokens take this memory's dtype. The
+        name and creation time are this memory's; the layers become the sorted union, recording
+        every layer that ranked some of the rows.
         """
         if not self.fingerprint.matches(other.fingerprint):
             raise FingerprintMismatch(
                 f"new views for concept {self.name!r}", self.fingerprint, other.fingerprint
             )
         if other.tokens.dtype != self.tokens.dtype:
-            raise ValueError(
-                f"cannot add {other.tokens.dtype} views to concept {self.name!r} stored as "
-                f"{self.tokens.dtype}; convert the tokens or replace the concept"
-            )
+            # The fingerprint ignores dtype on purpose (a bf16 GPU robot and an fp32 CPU tool
+            # share memories): new views take the stored dtype.
+            log.info("concept %r: %s views stored as %s", self.name, other.tokens.dtype,
+                     self.tokens.dtype)
         layers = tuple(sorted(set(self.layers) | set(other.layers)))
         if layers != self.layers:
             log.info("concept %r: views ranked with layers %s added", self.name, other.layers)
-        tokens = torch.cat([self.tokens, other.tokens.to(self.tokens.device)], dim=0)  # [N+M, D]
+        new = other.tokens.to(self.tokens.device, self.tokens.dtype)
+        tokens = torch.cat([self.tokens, new], dim=0)  # [N+M, D]
         view_ids = torch.cat(
             [self.view_ids, other.view_ids.to(self.view_ids.device) + self.num_views]
         )  # [N+M]

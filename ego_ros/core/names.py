@@ -46,7 +46,7 @@ def validate_concept_name(name: str) -> str:
 
     Raises ``InvalidConceptName`` when the name is not a string, is empty, longer than
     ``MAX_NAME_LENGTH`` characters, contains ``/`` or ``\\``, contains control/format
-    characters, or consists only of dots.
+    characters, consists only of dots, or contains ``<ego:`` or ``<|`` (reserved in prompts).
     """
     if not isinstance(name, str):
         raise InvalidConceptName(f"concept name must be a string, got {type(name).__name__}")
@@ -72,6 +72,10 @@ def validate_concept_name(name: str) -> str:
             )
     if set(canonical) == {"."}:
         raise InvalidConceptName(f"concept name {canonical!r} consists only of dots")
+    if "<ego:" in canonical or "<|" in canonical:
+        # Names are written into the model's prompt: no prompt sentinel, no chat-template token.
+        raise InvalidConceptName(f"concept name {canonical!r} contains '<ego:' or '<|', which "
+                                 "are reserved in prompts; rename the concept")
     return canonical
 
 

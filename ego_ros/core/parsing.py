@@ -94,8 +94,9 @@ def parse_area_percent(text: str) -> float | None:
     3. A fraction "a/b" ("3/4" -> 75).
     4. A fraction word ("half", "a quarter", "three quarters", "a third", "two thirds", "a fifth",
        "a tenth").
-    5. The first bare number: a number <= 1 is a fraction of the whole ("0.3" -> 30, "1" -> 100),
-       a larger one is already a percentage ("30" -> 30). A bare range gives its midpoint.
+    5. The first bare number: a decimal <= 1 is a fraction of the whole ("0.3" -> 30,
+       "1.0" -> 100), anything else is already a percentage ("30" -> 30, "1" -> 1). A bare
+       range gives its midpoint.
 
     The value chosen must lie in [0, 100]: a negative value ("-5%") or one above 100 ("150%")
     is ``None`` rather than being clipped, because such an answer says the model misunderstood.
@@ -125,7 +126,8 @@ def parse_area_percent(text: str) -> float | None:
         if m.group(1):
             return None
         value = float(m.group(2))
-        return _in_range(value * 100.0 if value <= 1.0 else value)
+        fraction = value <= 1.0 and "." in m.group(2)  # "0.3", "1.0"; a bare "1" is 1 %
+        return _in_range(value * 100.0 if fraction else value)
     return None
 
 
