@@ -77,3 +77,78 @@ def test_live_and_offline_evaluate_the_same_labelled_frames(small_bag, tiny_mode
         for stamp in rec.frame_stamps:
             assert stamp in off_truth
         assert set(rec.truth) == set().union(*(off_truth[s] for s in rec.frame_stamps))
+
+
+def test_reference_frames_of_the_bag_are_never_scored(small_bag):
+    """Labels whose reference views are bag frames (by index): clips spanning those frames
+    are left out, as offline mode never queries them."""
+    import dataclasses
+
+    from ego_interfaces.msg import ConceptDetection, Recognition
+    from ego_ros.bag.labels import RefView
+    from ego_ros.eval.live import _match, reference_stamps
+    from ego_ros.ros.convert import ns_to_stamp, stamp_to_ns
+
+    labels = load_labels(small_bag)
+    by_index = dataclasses.replace(labels, concepts=tuple(
+        dataclasses.replace(c, refs=(RefView(index=2 * i), RefView(index=2 * i + 1)))
+        for i, c in enumerate(labels.concepts)))
+    bag_stamps = [f.stamp_ns for f in read_image_bag(small_bag)]
+    refs = reference_stamps(small_bag, by_index, refs=1)  # the first view of each concept
+    assert refs == {bag_stamps[2 * i] for i in range(len(labels.concepts))}
+    assert reference_stamps(small_bag, labels, refs=None) == set()  # file views: none
+
+    labelled = {f.stamp_ns for f in labels.frames}
+    scored = next(s for s in bag_stamps if s in labelled and s not in refs)
+    taught = next(s for s in sorted(refs) if s in labelled)
+
+    def clip(start: int, end: int) -> Recognition:
+        return Recognition(clip_start=ns_to_stamp(start), clip_end=ns_to_stamp(end),
+                           concepts=[ConceptDetection(name=n, score=0.5, present=False)
+                                     for n in labels.concept_names])
+
+    messages = [clip(taught, taught), clip(scored, scored), clip(min(refs), max(refs) + 1)]
+    recognition, _, spanning = _match(messages, by_index, stamp_to_ns, refs)
+    assert [r.frame_stamps for r in recognition] == [(scored,)]
+    assert spanning == 2
+    recognition, _, spanning = _match(messages, by_index, stamp_to_ns)  # nothing excluded
+    assert len(recognition) == 3 and spanning == 0
+
+
+def test_eval_cli_live_mode_uses_a_running_worker(small_bag, tmp_path, capsys):
+    """``ego-ros eval --mode live --endpoint``: the node talks to the worker, which is taught
+    the bag's concepts; the report notes that the worker serves the tiny model."""
+    import json
+
+    from test_rpc import FakeEngine
+
+    from ego_ros.cli.main import main
+    from ego_ros.serving.remote import serve_engine
+
+    engine = FakeEngine()
+    with serve_engine(engine, "tcp://127.0.0.1:*", info={"model": "tiny"}) as server:
+        code = main(["eval", "--bag", str(small_bag), "--mode", "live", "--endpoint",
+                     server.endpoint, "--out", str(tmp_path / "r"), "--refs", "1",
+                     "--tasks", "recognition", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["queries"] > 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    details = report["details"]
+    assert details["engine_endpoint"] == server.endpoint
+    assert "RANDOM weights" in details["model_note"]
+    assert engine.calls["introduce"] == len(load_labels(small_bag).concepts)
+    assert engine.calls["recognize"] >= 1
+
+
+def test_eval_cli_endpoint_needs_live_mode_and_model_needs_one_or_the_other(
+        small_bag, tmp_path, capsys):
+    from ego_ros.cli.main import main
+
+    base = ["eval", "--bag", str(small_bag), "--out", str(tmp_path / "r")]
+    assert main([*base, "--endpoint", "tcp://127.0.0.1:9"]) == 2
+    assert "--endpoint is for --mode live" in capsys.readouterr().err
+    assert main(base) == 2
+    assert "--model is required" in capsys.readouterr().err
+    assert main([*base, "--mode", "live", "--endpoint", "127.0.0.1:9"]) == 2
+    assert "not a ZeroMQ endpoint" in capsys.readouterr().err

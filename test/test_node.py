@@ -363,11 +363,16 @@ def test_service_failures_and_parameter_validation(tiny_model_dirs, tmp_path):
         assert "question is empty" in call(ask, Ask.Request(question=" "))
         assert "no concept named 'ghost'" in call(forget, ForgetConcept.Request(name="ghost"))
         assert "empty" in call(forget, ForgetConcept.Request(name=""))
+        assert "path separator" in call(forget, ForgetConcept.Request(name="../etc"))
+        assert "control character" in call(forget, ForgetConcept.Request(name="mu\x07g"))
 
         # Reference views sent in the request work without any camera.
         ok = wait_future(introduce.call_async(IntroduceConcept.Request(
             name="mug", images=raw_msgs((48, 64))[:1])), timeout_s=90.0)
         assert ok.success and ok.num_views == 1, ok.message
+        # forget uses the canonical name, as introduce stored it (stripped, NFC)
+        gone = wait_future(forget.call_async(ForgetConcept.Request(name="  mug ")))
+        assert gone.success and gone.message == "forgot 'mug'", gone.message
 
         # Parameters: validated as a whole, read-only ones refused, live ones applied.
         (result,) = node.set_parameters([Parameter("clip.window_s", value=10.0)])
@@ -402,3 +407,140 @@ def test_config_file_documents_every_parameter():
     for spec in PARAMS:  # a comment right above each parameter
         before = text.split(f"    {spec.name}:")[0].rstrip().splitlines()[-1]
         assert before.strip().startswith("#"), spec.name
+
+
+def test_stale_results_are_dropped_and_counted(tiny_model_dirs, tmp_path):
+    """A clip whose result comes back after clip.max_result_age_s is not published; raising
+    the limit at run time lets results through again."""
+    with ros_harness() as ros, ego_node(
+            ros, tiny_model_dirs["qwen2_5_vl"], tmp_path / "store",
+            **{"clip.period_s": 0.3, "clip.num_frames": 1, "clip.window_s": 0.0,
+               "tasks.caption": True, "engine.max_new_tokens": 8,
+               "clip.max_result_age_s": 0.01}) as node:
+        client = ros.node("client")
+        recognitions, diagnostics = Collector(), Collector()
+        client.create_subscription(Recognition, "/ego_node/recognition", recognitions,
+                                   RELIABLE_QOS)
+        client.create_subscription(DiagnosticArray, "/diagnostics", diagnostics, RELIABLE_QOS)
+        camera = Camera(client, raw_msgs((48, 64))).start()
+        try:
+            # a captioning call takes longer than 10 ms: every result is stale
+            wait_status(diagnostics, "clips", lambda _l, _m, v: int(v["clips_stale"]) >= 2,
+                        timeout_s=30.0)
+            assert recognitions.messages == []
+            (result,) = node.set_parameters([Parameter("clip.max_result_age_s", value=60.0)])
+            assert result.successful
+            rec = recognitions.wait(1, timeout_s=30.0)[0]
+            check_stamps(rec, camera, max_frames=1)
+        finally:
+            camera.stop()
+
+
+def test_a_question_waits_while_the_worker_is_down(tmp_path):
+    """A question whose call finds no worker is kept (not lost) and answered by the worker
+    that comes up later."""
+    from test_rpc import FakeEngine, free_tcp_endpoint
+
+    from ego_ros.serving.remote import serve_engine
+
+    endpoint = free_tcp_endpoint()
+    with ros_harness() as ros, ego_node(
+            ros, tmp_path / "no-model", tmp_path / "store",
+            **{"engine.endpoint": endpoint, "engine.timeout_s": 1.0,
+               "engine.connect_timeout_s": 0.2, "tasks.recognize": False,
+               "clip.period_s": 0.2, "clip.num_frames": 1, "clip.window_s": 0.0}):
+        client = ros.node("client")
+        answers, diagnostics = Collector(), Collector()
+        client.create_subscription(Answer, "/ego_node/answer", answers, RELIABLE_QOS)
+        client.create_subscription(DiagnosticArray, "/diagnostics", diagnostics, RELIABLE_QOS)
+        questions = client.create_publisher(String, "/ego_node/question", RELIABLE_QOS)
+        wait_matched(questions)
+        camera = Camera(client, raw_msgs((48, 64))).start()
+        try:
+            questions.publish(String(data="What is here?"))
+            wait_status(diagnostics, "engine", lambda _l, _m, v: int(v["failures"]) >= 3,
+                        timeout_s=30.0)
+            _, _, values = wait_status(diagnostics, "clips",
+                                       lambda _l, _m, v: v["pending_questions"] == "1")
+            assert values["questions_failed"] == "0" and values["questions_dropped"] == "0"
+            assert answers.messages == []
+            with serve_engine(FakeEngine(), endpoint):
+                (answer,) = answers.wait(1, timeout_s=30.0)
+            assert answer.question == "What is here?"
+            assert answer.answer == "What is here? -> nothing known"  # the worker's answer
+        finally:
+            camera.stop()
+
+
+def test_namespaced_node_reads_the_shipped_parameters_file(tmp_path):
+    """config/ego.yaml applies to the node under any namespace (its ``/**`` section)."""
+    from rclpy.node import Node
+
+    text = (Path(__file__).resolve().parents[1] / "config" / "ego.yaml").read_text()
+    changed = text.replace("clip.period_s: 1.0", "clip.period_s: 0.7").replace(
+        'engine.endpoint: ""', 'engine.endpoint: "tcp://127.0.0.1:9"')  # no model loaded
+    assert changed.count("0.7") == 1 and "127.0.0.1:9" in changed
+    params = tmp_path / "ego.yaml"
+    params.write_text(changed)
+    with ros_harness() as ros:
+        node: Node = EgoNode(context=ros.context, namespace="/robot1",
+                             cli_args=["--ros-args", "--params-file", str(params)])
+        try:
+            assert node.get_fully_qualified_name() == "/robot1/ego_node"
+            assert node.get_parameter("clip.period_s").value == 0.7
+            assert node.get_parameter("engine.endpoint").value == "tcp://127.0.0.1:9"
+        finally:
+            node.destroy_node()
+
+
+def test_a_corrupt_store_gives_a_clean_start_up_error(tiny_model_dirs, tmp_path, capfd):
+    from ego_ros.ros.node import main as node_main
+
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "manifest.json").write_text("{not json")
+    status = node_main(["--ros-args", "-p", f"model.path:={tiny_model_dirs['qwen2_5_vl']}",
+                        "-p", f"store.dir:={store}", "-p", "model.device:=cpu"])
+    err = capfd.readouterr().err
+    assert status == 1
+    assert "cannot start: StoreError" in err and "manifest" in err
+    assert "Traceback" not in err
+
+
+def test_curve_keys_let_the_node_reach_a_worker_that_requires_them(tmp_path):
+    import shutil
+
+    from test_rpc import FakeEngine, frames
+
+    from ego_ros.serving.remote import serve_engine
+    from ego_ros.serving.rpc import CurveServerKeys, generate_curve_keys
+
+    worker_public, worker_secret = generate_curve_keys(tmp_path / "worker", "worker")
+    node_public, node_secret = generate_curve_keys(tmp_path / "robot", "robot1")
+    allowed = tmp_path / "clients"
+    allowed.mkdir()
+    shutil.copy(node_public, allowed)
+    engine = FakeEngine()
+    engine.introduce("mug", frames(200))
+    keys = {"engine.curve_secret_key_file": str(node_secret),
+            "engine.curve_server_key_file": str(worker_public)}
+    with serve_engine(engine, "tcp://127.0.0.1:*", curve=CurveServerKeys(
+            worker_secret, allowed)) as server, ros_harness() as ros:
+        with ego_node(ros, tmp_path / "unused", tmp_path / "store",
+                      **{"engine.endpoint": server.endpoint, "tasks.recognize": False,
+                         **keys}):
+            listing = ros.node("client").create_client(ListConcepts, "/ego_node/list_concepts")
+            wait_service(listing)
+            reply = wait_future(listing.call_async(ListConcepts.Request()), timeout_s=15.0)
+            assert reply.success and list(reply.names) == ["mug"], reply.message
+        # Only one of the two files, or a missing file: refused at start, naming the parameter.
+        with pytest.raises(ValueError, match="engine.curve_server_key_file is empty"), ego_node(
+                ros, tmp_path / "unused", tmp_path / "store",
+                **{"engine.endpoint": server.endpoint,
+                   "engine.curve_secret_key_file": str(node_secret)}):
+            pass
+        with pytest.raises(ValueError, match="engine.curve_secret_key_file: no key file"), \
+                ego_node(ros, tmp_path / "unused", tmp_path / "store",
+                         **{"engine.endpoint": server.endpoint, **keys,
+                            "engine.curve_secret_key_file": str(tmp_path / "nope")}):
+            pass

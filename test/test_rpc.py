@@ -263,6 +263,97 @@ def test_a_malformed_request_gets_an_error_reply_with_its_id(served) -> None:
         assert remote.health()["ok"]
 
 
+BAD_HEADERS = {
+    "kind as list": {"v": 1, "kind": ["req"], "id": "bad-1", "method": "health"},
+    "kind as object": {"v": 1, "kind": {"req": 1}, "id": "bad-2", "method": "health"},
+    "id as object": {"v": 1, "kind": "req", "id": {"x": 1}, "method": "health"},
+    "method as list": {"v": 1, "kind": "req", "id": "bad-4", "method": ["health"]},
+    "params as string": {"v": 1, "kind": "req", "id": "bad-5", "method": "health",
+                         "params": "{}"},
+    "arrays as string": {"v": 1, "kind": "req", "id": "bad-6", "method": "health",
+                         "arrays": "uint8"},
+    "array spec as list": {"v": 1, "kind": "req", "id": "bad-7", "method": "health",
+                           "arrays": [["uint8", [1]]]},
+    "version as list": {"v": [1], "kind": "req", "id": "bad-8", "method": "health"},
+}
+
+
+def test_headers_of_the_wrong_json_types_never_stop_the_server(served) -> None:
+    """Each malformed header gets a WireError reply (addressed by its id where it has one);
+    afterwards ordinary calls still work, from the same raw socket and from a client."""
+    _, server = served
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.DEALER)
+    try:
+        raw.connect(server.endpoint)
+        for case, header in BAD_HEADERS.items():
+            body = MAGIC + json.dumps(header).encode()
+            raw.send_multipart([body, b"\0"] if "arrays" in header else [body])
+            assert raw.poll(5000), f"{case}: no reply (server loop died?)"
+            reply = decode(raw.recv_multipart())
+            assert (reply.kind, reply.params["type"]) == ("err", "WireError"), case
+            expected_id = header["id"] if isinstance(header["id"], str) else "?"
+            assert reply.id == expected_id, case
+        raw.send(MAGIC + json.dumps({"v": 1, "kind": "ping", "id": "ok-1"}).encode())
+        assert raw.poll(5000)
+        assert decode(raw.recv_multipart()).kind == "pong"
+    finally:
+        raw.close(0)
+        ctx.term()
+    assert server.alive
+    with RemoteEngine(server.endpoint, timeout_s=5) as remote:
+        assert remote.health()["ok"]
+    with RpcClient(server.endpoint, timeout_s=5) as client:
+        assert client.call("concepts") == ({"result": []}, [])
+
+
+class _FaultyStatusServer(RpcServer):
+    """A server whose status report fails once: stands for any bug hit while handling one
+    message on the socket thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures = 0
+
+    def _status(self) -> dict[str, Any]:
+        if self.failures == 0:
+            self.failures += 1
+            raise RuntimeError("status report failed")
+        return super()._status()
+
+
+def test_an_error_while_handling_one_message_does_not_stop_the_server(caplog) -> None:
+    from ego_ros.serving.remote import engine_handler
+
+    server = _FaultyStatusServer(engine_handler(FakeEngine()), "tcp://127.0.0.1:*",
+                                 ENGINE_METHODS).start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="ego_ros.serving.rpc"), RpcClient(
+                server.endpoint, timeout_s=5, connect_timeout_s=0.5) as client:
+            with pytest.raises(WorkerUnavailable):  # that message got no answer
+                client.ping(0.5)
+            assert client.ping(5)["busy"] is None  # the next one does
+            assert client.call("concepts") == ({"result": []}, [])
+        assert server.failures == 1 and server.alive
+        assert "status report failed" in caplog.text
+    finally:
+        server.close()
+    assert not server.alive
+
+
+def test_a_worker_exits_non_zero_when_its_server_dies(served) -> None:
+    from ego_ros.serving.worker import supervise
+
+    _, server = served
+    stop = threading.Event()
+    assert server.alive
+    threading.Timer(0.3, server.close).start()  # the server stops while nobody asked it to
+    assert supervise(server, stop, poll_s=0.05) == 1
+    assert not server.alive
+    stop.set()
+    assert supervise(server, stop, poll_s=0.05) == 0  # a requested stop is a clean exit
+
+
 def test_ping_is_answered_while_a_long_request_runs_and_the_queue_is_bounded() -> None:
     engine = FakeEngine()
     engine.introduce("mug", frames(200))

@@ -174,6 +174,33 @@ MALFORMED = {
     "fewer frames than specs": lambda: [_good()[0]],
     "arrays not a list": lambda: _with_header(_good(), arrays={"dtype": "float32"}),
     "frame not a buffer": lambda: [_good()[0], 12345],
+    # Every header field with a JSON type it must not have (unhashable ones included): a
+    # WireError, never a TypeError/AttributeError that would escape a server's error handling.
+    "kind as list": lambda: _with_header(_good(), kind=["req"]),
+    "kind as object": lambda: _with_header(_good(), kind={"req": 1}),
+    "kind as number": lambda: _with_header(_good(), kind=1),
+    "kind as null": lambda: _with_header(_good(), kind=None),
+    "version as list": lambda: _with_header(_good(), v=[1]),
+    "version as object": lambda: _with_header(_good(), v={"1": 1}),
+    "version as string": lambda: _with_header(_good(), v="1"),
+    "version as float": lambda: _with_header(_good(), v=1.5),
+    "id as object": lambda: _with_header(_good(), id={"a": 1}),
+    "id as list": lambda: _with_header(_good(), id=["x"]),
+    "id as null": lambda: _with_header(_good(), id=None),
+    "method as list": lambda: _with_header(_good(), method=["recognize"]),
+    "method as object": lambda: _with_header(_good(), method={"m": 1}),
+    "params as string": lambda: _with_header(_good(), params="{}"),
+    "params as null": lambda: _with_header(_good(), params=None),
+    "arrays as string": lambda: _with_header(_good(), arrays="float32"),
+    "arrays as null": lambda: _with_header(_good(), arrays=None),
+    "array spec as list": lambda: _with_header(_good(), arrays=[["float32", [2, 3]]]),
+    "array spec as string": lambda: _with_header(_good(), arrays=["float32"]),
+    "dtype as object": lambda: _with_header(
+        _good(), arrays=[{"dtype": {"float32": 1}, "shape": [2, 3]}]),
+    "shape as object": lambda: _with_header(
+        _good(), arrays=[{"dtype": "float32", "shape": {"2": 3}}]),
+    "shape entry as list": lambda: _with_header(
+        _good(), arrays=[{"dtype": "float32", "shape": [[2], 3]}]),
 }
 
 
@@ -215,6 +242,8 @@ def test_encode_refuses_what_decode_would_refuse(kwargs: dict, match: str) -> No
 def test_encode_checks_kind_id_and_method() -> None:
     with pytest.raises(WireError, match="kind"):
         encode("call", "x", "m")
+    with pytest.raises(WireError, match="kind"):
+        encode(["req"], "x", "m")  # unhashable: still a WireError
     with pytest.raises(WireError, match="id"):
         encode("req", "", "m")
     with pytest.raises(WireError, match="method"):

@@ -220,3 +220,89 @@ def test_up_exits_nonzero_when_the_node_dies(tiny_model_dirs, tmp_path):
         assert "ego_node exited unexpectedly" in up.text()
     finally:
         up.close()
+
+
+def test_worker_flags_come_from_the_parameters_file(tmp_path):
+    """``ego-ros up`` and the launch file give the worker the file's model and store: the
+    ``/**`` section, overridden by the node's own (namespaced) section."""
+    from ego_ros.cli.up import node_parameters, worker_arguments
+
+    path = tmp_path / "ego.yaml"
+    path.write_text("""/**:
+  ros__parameters:
+    model.path: "/models/a"
+    model.family: "qwen2_5_vl"
+    model.dtype: "bfloat16"
+    model.device: "cuda:1"
+    store.dir: "~/store"
+    recognition.threshold: 0.7
+    engine.endpoint: ""
+/robot1/ego_node:
+  ros__parameters:
+    model.path: "/models/b"
+""")
+    args = worker_arguments(node_parameters(path, "ego_node", "robot1"), "tcp://127.0.0.1:7")
+    flags = dict(zip(args[::2], args[1::2]))
+    assert flags == {"--bind": "tcp://127.0.0.1:7", "--model": "/models/b",
+                     "--family": "qwen2_5_vl", "--dtype": "bfloat16", "--device": "cuda:1",
+                     "--store": "~/store", "--threshold": "0.7"}
+    assert node_parameters(path)["model.path"] == "/models/a"  # no namespace: /** only
+    # the shipped file: every worker option it sets is one the worker accepts
+    shipped = worker_arguments(node_parameters(ROOT / "config" / "ego.yaml"), "ipc:///tmp/x")
+    from ego_ros.serving.worker import add_arguments, config_from_args
+
+    parser = __import__("argparse").ArgumentParser()
+    add_arguments(parser)
+    config = config_from_args(parser.parse_args(shipped))
+    assert config.model is None and config.store.name == "store"  # empty model.path: tiny
+
+
+def test_launch_file_compiles_and_the_readme_uses_its_arguments():
+    import ast
+    import py_compile
+
+    launch = ROOT / "launch" / "ego.launch.py"
+    py_compile.compile(str(launch), doraise=True)
+    declared = {node.args[0].value for node in ast.walk(ast.parse(launch.read_text()))
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "")
+                == "DeclareLaunchArgument"}
+    assert {"camera_topic", "model_path", "use_worker", "params_file"} <= declared
+    used = set()
+    for text in (launch.read_text(), (ROOT / "README.md").read_text()):
+        # a command with its backslash-continued lines
+        for line in re.findall(r"ros2 launch ego_ros ego\.launch\.py(?:\\\n|[^\n])*", text):
+            used |= set(re.findall(r"(\w+):=", line))
+    assert {"camera_topic", "model_path"} <= used and used <= declared, used - declared
+    assert '"ego-ros"' not in launch.read_text()  # not on PATH after a colcon install
+
+
+def test_gen_keys_writes_a_usable_pair_and_never_overwrites(tmp_path, capsys):
+    from ego_ros.serving.rpc import CurveClientKeys
+
+    assert cli_main(["worker", "--gen-keys", str(tmp_path), "--key-name", "robot1"]) == 0
+    public, secret = (Path(p) for p in capsys.readouterr().out.split())
+    assert (public.name, secret.name) == ("robot1.key", "robot1.key_secret")
+    assert cli_main(["worker", "--gen-keys", str(tmp_path)]) == 0  # worker.key(_secret)
+    capsys.readouterr()
+    keys = CurveClientKeys(secret, tmp_path / "worker.key")  # loads both certificates
+    assert keys.server_public_key_file.is_file()
+    before = secret.read_bytes()
+    assert cli_main(["worker", "--gen-keys", str(tmp_path), "--key-name", "robot1"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert secret.read_bytes() == before
+
+
+def test_a_corrupt_store_stops_the_worker_with_a_message(tiny_model_dirs, tmp_path, capsys):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "manifest.json").write_text('{"format": "something else"}')
+    argv = ["worker", "--model", str(tiny_model_dirs["qwen2_5_vl"]), "--store", str(store),
+            "--device", "cpu", "--bind", free_tcp_endpoint()]
+    status: list[int] = []
+    # a thread: run_worker installs signal handlers only in the main thread
+    runner = threading.Thread(target=lambda: status.append(cli_main(argv)))
+    runner.start()
+    runner.join(120)
+    assert status == [2]
+    err = capsys.readouterr().err
+    assert "cannot start" in err and "manifest" in err and "Traceback" not in err

@@ -10,7 +10,11 @@ and captions written for the frames with reference captions.
 
 --mode offline (default) sends the bag's frames straight to the model in this process:
 deterministic and as fast as the model allows. --mode live plays the bag into the ROS node in
-real time and scores what it publishes (needs the node's live evaluation module).
+real time and scores what it publishes (needs the node's live evaluation module); with
+--endpoint the node uses a running engine worker instead of loading --model itself:
+
+    ego-ros worker --model ~/models/Qwen2.5-VL-7B-Instruct --store /tmp/eval_store &
+    ego-ros eval --bag /tmp/demo_bag --mode live --endpoint tcp://127.0.0.1:5555 --out /tmp/r
 
 Writes OUT/report.json, OUT/report.md, OUT/predictions.jsonl and PNG plots; prints a JSON
 summary on stdout: recognition {precision, recall, f1, mean_ap} (precision and recall averaged
@@ -46,13 +50,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bag", type=Path, required=True, metavar="BAG",
                         help="bag folder with ground truth (ego_labels.json)")
-    add_model_options(parser)
+    add_model_options(parser, required=False)
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="report folder (created; must not hold a report unless "
                              "--overwrite)")
     parser.add_argument("--mode", default="offline", choices=EVAL_MODES,
                         help="offline: frames straight to the model; live: through the ROS "
                              "node in real time (default: %(default)s)")
+    parser.add_argument("--endpoint", metavar="ENDPOINT",
+                        help="--mode live only: ZeroMQ endpoint of a running 'ego-ros worker' "
+                             "(e.g. tcp://127.0.0.1:5555) that the node uses instead of "
+                             "loading --model; the bag's concepts are taught into the worker's "
+                             "store, replacing any of the same names (--model and --store are "
+                             "then not used)")
     parser.add_argument("--refs", type=int, metavar="N",
                         help="reference views taught per concept (default: all in the bag)")
     parser.add_argument("--store", type=Path, metavar="DIR",
@@ -97,6 +107,15 @@ def _check_args(args: argparse.Namespace) -> tuple[Any, Any]:
         raise CliError(f"--max-in-context must be >= 1, got {args.max_in_context}")
     if not 0.0 <= args.threshold <= 1.0:
         raise CliError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    if args.endpoint is not None:
+        if args.mode != "live":
+            raise CliError("--endpoint is for --mode live (the node talks to the worker); "
+                           "offline mode loads --model in this process")
+        if "://" not in args.endpoint:
+            raise CliError(f"--endpoint {args.endpoint!r} is not a ZeroMQ endpoint such as "
+                           "tcp://127.0.0.1:5555")
+    elif args.model is None:
+        raise CliError("--model is required (or, with --mode live, --endpoint of a worker)")
     try:
         tasks = parse_tasks(args.tasks)
     except ValueError as exc:
@@ -159,13 +178,35 @@ def _engine_config(args: argparse.Namespace, labels: Any) -> Any:
     return EngineConfig(thresholds=Thresholds(default=args.threshold), max_in_context=room)
 
 
+_TINY_NOTE = ("tiny model with RANDOM weights: the figures mean nothing; rerun with a real "
+              "checkpoint for real numbers")
+
+
 def _model_details(path: Path) -> dict[str, Any]:
     from ego_ros.backends.tiny import read_tiny_marker
 
     details: dict[str, Any] = {"model": str(path)}
-    if read_tiny_marker(path) is not None:
-        details["model_note"] = ("tiny model with RANDOM weights: the figures mean nothing; "
-                                 "rerun with a real checkpoint for real numbers")
+    if path.is_dir() and read_tiny_marker(path) is not None:
+        details["model_note"] = _TINY_NOTE
+    return details
+
+
+def _worker_details(endpoint: str) -> dict[str, Any]:
+    """What the worker at ``endpoint`` serves (asked before the run, so an absent worker fails
+    at once), with the tiny-model note when it serves random weights."""
+    from ego_ros.serving.rpc import RpcClient, WorkerUnavailable
+
+    with RpcClient(endpoint, timeout_s=5.0, connect_timeout_s=5.0) as client:
+        try:
+            info = client.hello().get("info", {})
+        except WorkerUnavailable as exc:
+            raise CliError(f"no engine worker answers on {endpoint} ({exc}); start one with "
+                           f"'ego-ros worker --bind {endpoint} --model DIR'") from exc
+    model = str(info.get("model", ""))
+    details: dict[str, Any] = {"model": f"{model} (worker at {endpoint})",
+                               "family": info.get("family"), "device": info.get("device")}
+    if model == "tiny" or (model and _model_details(Path(model)).get("model_note")):
+        details["model_note"] = _TINY_NOTE
     return details
 
 
@@ -189,11 +230,28 @@ def _run_offline(args: argparse.Namespace, labels: Any, config: Any, store_dir: 
     return dataclasses.replace(records, details=details)
 
 
+def _run_live(run_live: Any, args: argparse.Namespace, labels: Any, config: Any,
+              store_dir: Path) -> Any:
+    """The live run, through the node, with the model's details (and the tiny-model note)."""
+    if args.endpoint is not None:
+        details = _worker_details(args.endpoint)
+        backend = backend_config(args) if args.model is not None else None
+    else:
+        backend = backend_config(args)
+        details = _model_details(backend.path)
+    records = run_live(bag=args.bag.expanduser(), labels=labels, backend_config=backend,
+                       store_dir=store_dir, config=config,
+                       engine_config=_engine_config(args, labels),
+                       endpoint=args.endpoint or "")
+    return dataclasses.replace(records, details={**records.details, **details})
+
+
 def run(args: argparse.Namespace) -> int:
     """Teach, query, score and write the report; print the summary as JSON."""
     labels, config = _check_args(args)
     run_live = _live_runner() if args.mode == "live" else None
-    backend_config(args)  # model folder and options, checked before any heavy import
+    if args.model is not None:
+        backend_config(args)  # model folder and options, checked before any heavy import
     out = args.out.expanduser()
     own_store = args.store is None
     store_dir = out / "store" if own_store else args.store.expanduser()
@@ -201,23 +259,23 @@ def run(args: argparse.Namespace) -> int:
         _clear_previous(out, own_store)
     out.mkdir(parents=True, exist_ok=True)
 
+    from ego_ros.backends.base import BackendError
     from ego_ros.bag.io import BagError
-    from ego_ros.bag.labels import LabelsError
+    from ego_ros.bag.play import PlayError
     from ego_ros.core.engine import EngineBusy, UnknownConcept
-    from ego_ros.core.names import InvalidConceptName
     from ego_ros.core.store import StoreError
     from ego_ros.eval.offline import EvalError
     from ego_ros.eval.report import compute_metrics, summary, write_report
+    from ego_ros.serving.rpc import RemoteError, WorkerUnavailable
 
     try:
         if run_live is not None:
-            records = run_live(bag=args.bag.expanduser(), labels=labels,
-                               backend_config=backend_config(args), store_dir=store_dir,
-                               config=config, engine_config=_engine_config(args, labels))
+            records = _run_live(run_live, args, labels, config, store_dir)
         else:
             records = _run_offline(args, labels, config, store_dir)
-    except (EvalError, BagError, LabelsError, StoreError, InvalidConceptName, EngineBusy,
-            UnknownConcept) as exc:
+    # ValueError covers LabelsError, InvalidConceptName, FingerprintMismatch and bad settings.
+    except (EvalError, BagError, PlayError, StoreError, BackendError, EngineBusy,
+            UnknownConcept, RemoteError, WorkerUnavailable, ValueError) as exc:
         raise CliError(str(exc)) from exc
     metrics = compute_metrics(records)
     try:

@@ -64,9 +64,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def node_parameters(path: Path, node_name: str = NODE_NAME) -> dict[str, Any]:
-    """The ``ros__parameters`` for ``node_name`` in a ROS 2 parameters file, flattened to
-    dotted names (``/**`` entries first, then the node's own)."""
+def node_parameters(path: Path, node_name: str = NODE_NAME, namespace: str = ""
+                    ) -> dict[str, Any]:
+    """The ``ros__parameters`` for ``node_name`` (in ``namespace``) in a ROS 2 parameters
+    file, flattened to dotted names: ``/**`` entries first, then ``/**/NODE``, then the
+    node's own section (by name or fully qualified), each overriding the ones before, as rcl
+    applies them. Other wildcard patterns are not matched."""
     import yaml
 
     try:
@@ -76,7 +79,11 @@ def node_parameters(path: Path, node_name: str = NODE_NAME) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CliError(f"{path} is not a ROS 2 parameters file (top level is not a mapping)")
     flat: dict[str, Any] = {}
-    for key in ("/**", node_name, f"/{node_name}"):
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    keys = ["/**", f"/**/{node_name}", f"{ns}/{node_name}"]
+    if not ns:
+        keys.insert(2, node_name)
+    for key in dict.fromkeys(keys):
         section = data.get(key)
         if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
             _flatten(section["ros__parameters"], "", flat)
@@ -156,18 +163,31 @@ def _wait_for_worker(endpoint: str, children: _Children, stop: threading.Event,
                 raise CliError(f"the worker did not answer on {endpoint} within {timeout_s} s")
 
 
-def _worker_command(params: dict[str, Any], endpoint: str) -> list[str]:
-    cmd = [sys.executable, "-m", "ego_ros.serving.worker", "--bind", endpoint]
-    options = {"model.path": "--model", "store.dir": "--store", "model.family": "--family",
-               "model.dtype": "--dtype", "model.device": "--device",
-               "recognition.max_in_context": "--max-in-context",
-               "engine.max_new_tokens": "--max-new-tokens",
-               "recognition.threshold": "--threshold"}
-    for name, flag in options.items():
+# Node parameters that configure the model and store, and the worker flag each becomes.
+WORKER_OPTIONS = {"model.path": "--model", "store.dir": "--store", "model.family": "--family",
+                  "model.dtype": "--dtype", "model.device": "--device",
+                  "recognition.max_in_context": "--max-in-context",
+                  "engine.max_new_tokens": "--max-new-tokens",
+                  "recognition.threshold": "--threshold"}
+
+
+def worker_arguments(params: dict[str, Any], endpoint: str) -> list[str]:
+    """``ego-ros worker`` flags serving what the node's parameters describe, bound to
+    ``endpoint``: the worker loads the model and store the node would have loaded itself.
+
+    Shared by ``ego-ros up --use-worker`` and ``launch/ego.launch.py use_worker:=true``, so
+    one parameters file configures both. Empty values are left to the worker's defaults.
+    """
+    args = ["--bind", endpoint]
+    for name, flag in WORKER_OPTIONS.items():
         value = params.get(name)
         if value is not None and str(value).strip() != "":
-            cmd += [flag, str(value)]
-    return cmd
+            args += [flag, str(value)]
+    return args
+
+
+def _worker_command(params: dict[str, Any], endpoint: str) -> list[str]:
+    return [sys.executable, "-m", "ego_ros.serving.worker", *worker_arguments(params, endpoint)]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,14 @@
 Then start the node with ``engine.endpoint:=tcp://127.0.0.1:5555``. The worker binds to
 loopback unless ``--allow-nonlocal`` is given together with CurveZMQ keys (``--curve-secret``,
 ``--curve-clients``). Without ``--model`` it serves the embedded tiny random-weight model
-(demos and tests: meaningless outputs). Stops cleanly on Ctrl-C or SIGTERM.
+(demos and tests: meaningless outputs). Stops cleanly on Ctrl-C or SIGTERM; exits 1 if its
+server stops on an error.
+
+Keys for a worker on another machine: ``ego-ros worker --gen-keys DIR [--key-name NAME]``
+writes NAME.key (public) and NAME.key_secret (private) and exits. The worker takes its own
+pair with ``--curve-secret`` and a folder of the nodes' ``.key`` files with
+``--curve-clients``; each node takes its own ``.key_secret`` and the worker's ``.key`` in the
+``engine.curve_secret_key_file`` / ``engine.curve_server_key_file`` parameters.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import argparse
 import logging
 
 from ego_ros.cli.common import CliError
-from ego_ros.serving.worker import add_arguments, config_from_args, run_worker
+from ego_ros.serving.worker import add_arguments, config_from_args, generate_keys, run_worker
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -38,9 +45,14 @@ def run(args: argparse.Namespace) -> int:
     if package.getEffectiveLevel() > logging.INFO:
         package.setLevel(logging.INFO)
     from ego_ros.backends.base import BackendError
+    from ego_ros.core.store import StoreError
 
     try:
+        if args.gen_keys is not None:
+            for path in generate_keys(args.gen_keys, args.key_name):
+                print(path)
+            return 0
         config = config_from_args(args)
         return run_worker(config)
-    except (ValueError, OSError, BackendError) as exc:
-        raise CliError(str(exc)) from exc
+    except (ValueError, OSError, BackendError, StoreError) as exc:
+        raise CliError(f"cannot start: {exc}") from exc

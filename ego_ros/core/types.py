@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 
 def _from_dict(cls, data: dict[str, Any]):
@@ -109,3 +111,20 @@ class ConceptInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConceptInfo:
         return _from_dict(cls, data)
+
+
+class EngineLike(Protocol):
+    """The engine's public API (``ego_ros.core.engine.EgoEngine`` and :class:`RemoteEngine`)."""
+
+    def introduce(self, name: str, images: list[np.ndarray], replace: bool = False
+                  ) -> IntroduceResult: ...
+    def recognize(self, frames: list[np.ndarray], mode: str = "per-concept", clip: bool = False,
+                  concepts: list[str] | None = None, caption: bool = False
+                  ) -> RecognitionResult: ...
+    def ask(self, question: str, frames: list[np.ndarray], clip: bool = False,
+            concepts: list[str] | None = None) -> AnswerResult: ...
+    def caption(self, frames: list[np.ndarray], clip: bool = False,
+                concepts: list[str] | None = None) -> AnswerResult: ...
+    def forget(self, name: str) -> bool: ...
+    def concepts(self) -> list[ConceptInfo]: ...
+    def health(self) -> dict[str, Any]: ...

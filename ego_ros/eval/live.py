@@ -8,6 +8,10 @@ bag's camera topic with its recorded timing, then match each ``Recognition`` to 
 truth by stamp: a clip shows every concept of the labelled frames stamped within
 ``[clip_start, clip_end]``. The node samples clips on its own timer, so it evaluates a subset
 of the frames (those it sampled); clips it had to skip while busy are reported as dropped.
+As in offline mode, bag frames that served as reference views (labels' refs by ``index``, the
+first ``config.refs`` of each concept) are never scored: a clip that spans one is left out
+(``details["clips_with_reference_views"]``), since the model may have seen the very frame it
+was taught from.
 
 Live mode scores recognition and, with ``tasks.caption``, captions (both travel in
 ``Recognition``); VQA needs a question tied to one frame and is left to offline mode.
@@ -19,16 +23,16 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ego_ros.bag.io import bag_info
+from ego_ros.bag.io import bag_info, read_image_bag
 from ego_ros.bag.labels import BagLabels, reference_images
 from ego_ros.bag.play import PlayConfig, play_bag
 from ego_ros.core.parsing import mentioned_names
-from ego_ros.eval.offline import EvalConfig, EvalError
+from ego_ros.eval.offline import EvalConfig, EvalError, reference_indices
 from ego_ros.eval.report import CaptionRecord, EvalRecords, RecognitionRecord, TeachRecord
 
 log = logging.getLogger(__name__)
@@ -64,14 +68,21 @@ class LiveSettings:
 
 def node_parameters(backend_config, store_dir: Path, config: EvalConfig, engine_config,
                     compressed: bool, live: LiveSettings, endpoint: str = "") -> dict[str, Any]:
-    """The node's parameters for a live run (its ``config/ego.yaml`` names)."""
+    """The node's parameters for a live run (its ``config/ego.yaml`` names).
+
+    ``backend_config`` may be None with an ``endpoint``: the worker owns the model and store.
+    """
     window = live.window_s if config.clip_frames > 1 else 0.0
     if config.clip_frames > 1 and window <= 0:
         window = max(live.period_s, 0.1 * config.clip_frames)
+    model: dict[str, Any] = {}
+    if backend_config is not None:
+        model = {"model.path": str(backend_config.path), "model.family": backend_config.family,
+                 "model.dtype": backend_config.dtype, "model.device": backend_config.device}
+    elif not endpoint:
+        raise ValueError("a live run needs a backend_config or a worker endpoint")
     return {
-        "model.path": str(backend_config.path), "model.family": backend_config.family,
-        "model.dtype": backend_config.dtype, "model.device": backend_config.device,
-        "store.dir": str(store_dir), "image.compressed": compressed,
+        **model, "store.dir": str(store_dir), "image.compressed": compressed,
         "qos.reliability": "reliable", "qos.depth": 10,
         "clip.period_s": float(live.period_s), "clip.num_frames": int(config.clip_frames),
         "clip.window_s": float(window), "clip.max_age_s": max(1.0, 2 * live.period_s),
@@ -90,6 +101,10 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
              on_answer: Callable[[Any], None] | None = None,
              teach_from_camera: Sequence[str] = ()) -> EvalRecords:
     """Play ``bag`` into an ``ego_node`` and score its ``Recognition`` messages.
+
+    With ``endpoint`` the node uses the ``ego-ros worker`` there (its model and store; the
+    concepts are taught into that store, replacing any of the same names) and
+    ``backend_config`` may be None; otherwise the node loads ``backend_config`` itself.
 
     ``questions`` are ``(seconds into the playback, text)`` published on ``~/question``; their
     ``Answer`` messages go to ``on_answer``. ``on_recognition`` sees every message as it
@@ -207,7 +222,8 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
 
     with lock:
         messages = list(received)
-    recognition, captions = _match(messages, labels, stamp_to_ns)
+    references = reference_stamps(bag, labels, config.refs)
+    recognition, captions, spanning = _match(messages, labels, stamp_to_ns, references)
     return EvalRecords(
         mode="live", concepts=tuple(labels.concept_names), recognition=tuple(recognition),
         captions=tuple(captions), teach=tuple(teach), clip_frames=config.clip_frames,
@@ -215,7 +231,9 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
         dropped=dropped, elapsed_s=time.perf_counter() - started,
         details={"bag": str(bag), "topic": topic, "recognitions_received": len(messages),
                  "answers_received": len(answers), "clip_period_s": live.period_s,
-                 "playback_rate": live.rate})
+                 "playback_rate": live.rate, "reference_frames_excluded": len(references),
+                 "clips_with_reference_views": spanning,
+                 **({"engine_endpoint": endpoint} if endpoint else {})})
 
 
 def _show_to_camera(camera, images, compressed: bool, node) -> None:
@@ -267,17 +285,42 @@ def _ask_later(publisher, questions: Sequence[tuple[float, str]], stop: threadin
 
 
 def _clips_skipped(node) -> int:
-    return int(_diagnostic(node, "clips_skipped"))
+    """Clips the node sampled but never published: skipped while busy, or stale results."""
+    return int(_diagnostic(node, "clips_skipped")) + int(_diagnostic(node, "clips_stale"))
 
 
-def _match(messages: Sequence[Any], labels: BagLabels, stamp_to_ns
-           ) -> tuple[list[RecognitionRecord], list[CaptionRecord]]:
-    """Ground truth of each received clip: the labelled frames stamped inside it."""
+def reference_stamps(bag: Path, labels: BagLabels, refs: int | None) -> set[int]:
+    """Header stamps of the bag frames taught as reference views (the same frames offline
+    mode never queries); empty, without reading the bag, when all views are image files."""
+    indices = reference_indices(labels, refs)
+    if not indices:
+        return set()
+    stamps: set[int] = set()
+    for index, frame in enumerate(read_image_bag(bag, labels.topic)):
+        if index in indices:
+            stamps.add(frame.stamp_ns)
+        if index >= max(indices):
+            break
+    return stamps
+
+
+def _match(messages: Sequence[Any], labels: BagLabels, stamp_to_ns,
+           excluded: Collection[int] = ()
+           ) -> tuple[list[RecognitionRecord], list[CaptionRecord], int]:
+    """Ground truth of each received clip: the labelled frames stamped inside it.
+
+    A clip that spans an ``excluded`` stamp (a reference view) is not scored; the count of
+    such clips is returned last.
+    """
     frames = sorted(labels.frames, key=lambda f: f.stamp_ns)
     names = labels.concept_names
     recognition, captions = [], []
+    spanning = 0
     for msg in messages:
         lo, hi = stamp_to_ns(msg.clip_start), stamp_to_ns(msg.clip_end)
+        if any(lo <= stamp <= hi for stamp in excluded):
+            spanning += 1
+            continue
         inside = [f for f in frames if lo <= f.stamp_ns <= hi]
         if not inside:
             continue  # a clip of unlabelled frames (e.g. reference views) is not scored
@@ -291,4 +334,4 @@ def _match(messages: Sequence[Any], labels: BagLabels, stamp_to_ns
             captions.append(CaptionRecord(stamp, truth, msg.caption,
                                           tuple(mentioned_names(msg.caption, names)),
                                           float(msg.latency_ms)))
-    return recognition, captions
+    return recognition, captions, spanning

@@ -30,15 +30,14 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from ego_ros.bag.io import BagFrame, read_image_bag
 from ego_ros.bag.labels import BagLabels, FrameLabel, VqaItem, load_labels, reference_images
 from ego_ros.core.parsing import parse_choice
-from ego_ros.core.types import AnswerResult, IntroduceResult, RecognitionResult
+from ego_ros.core.types import EngineLike
 from ego_ros.eval.report import (
     CaptionRecord,
     EvalRecords,
@@ -69,17 +68,8 @@ class EvalError(RuntimeError):
     """The evaluation cannot run on this bag or with these settings; the message says why."""
 
 
-class EngineApi(Protocol):
-    """The engine methods an evaluation needs (EgoEngine and the worker client have them)."""
-
-    def introduce(self, name: str, images: list[np.ndarray], replace: bool = False
-                  ) -> IntroduceResult: ...
-    def recognize(self, frames: list[np.ndarray], mode: str = "per-concept", clip: bool = False,
-                  concepts: list[str] | None = None, caption: bool = False
-                  ) -> RecognitionResult: ...
-    def ask(self, question: str, frames: list[np.ndarray], clip: bool = False,
-            concepts: list[str] | None = None) -> AnswerResult: ...
-    def caption(self, frames: list[np.ndarray], clip: bool = False) -> AnswerResult: ...
+# The engine methods an evaluation needs: EgoEngine and the worker client alike.
+EngineApi = EngineLike
 
 
 def parse_tasks(text: str) -> tuple[str, ...]:
@@ -168,7 +158,7 @@ def teach_concepts(engine: EngineApi, bag: Path, labels: BagLabels, config: Eval
     return records
 
 
-def _reference_indices(labels: BagLabels, refs: int | None) -> set[int]:
+def reference_indices(labels: BagLabels, refs: int | None) -> set[int]:
     """Bag frame indices taught as reference views: these are never queried."""
     return {r.index for c in labels.concepts for r in c.refs[:refs] if r.index is not None}
 
@@ -246,7 +236,7 @@ def run_offline(engine: EngineApi, bag: Path, config: EvalConfig | None = None,
         for item in labels.vqa:
             vqa_by_stamp.setdefault(item.stamp_ns, []).append(item)
     caption_stamps = {c.stamp_ns for c in labels.captions} if "caption" in tasks else set()
-    skip = _reference_indices(labels, config.refs)
+    skip = reference_indices(labels, config.refs)
     if skip:
         logger.info("frames %s are reference views and are not queried", sorted(skip))
 

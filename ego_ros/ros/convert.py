@@ -152,6 +152,9 @@ def _via_cv_bridge(bridge: tuple[Any, type], msg: Image, flat: np.ndarray) -> np
         out = np.asarray(converter.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
     except bridge_error as exc:
         raise ImageConversionError(f"cv_bridge cannot convert {msg.encoding!r}: {exc}") from exc
+    except Exception as exc:  # cv2.error, or a bridge bug on an odd frame: still a bad frame
+        raise ImageConversionError(f"cv_bridge failed on {msg.encoding!r}: "
+                                   f"{type(exc).__name__}: {exc}") from exc
     expected = (int(msg.height), int(msg.width), 3)
     if out.shape != expected or out.dtype != np.uint8:
         raise ImageConversionError(

@@ -8,6 +8,9 @@ Data flow (one class, callbacks only convert and hand off)::
     clip timer (clip.period_s) marks a clip due; the next frame cuts it with sample_clip
         --> LatestSlot (queue of one: newest clip wins)
     inference thread --engine.recognize / ask--> ~/recognition, ~/answer
+        (a result that comes back more than clip.max_result_age_s after its newest frame
+        arrived is dropped and counted as clips_stale; a question whose call found the worker
+        down or busy waits for the next clip)
     ~/introduce_concept, ~/ask, ~/list_concepts, ~/forget_concept --> engine
     diagnostics timer --> /diagnostics
 
@@ -17,7 +20,8 @@ introduction occupies one executor thread and never blocks the camera, the clip 
 other services. Clip inference runs in the node's own thread, never in an executor thread.
 
 The engine is an in-process ``EgoEngine`` or, with ``engine.endpoint`` set, a ``RemoteEngine``
-talking to an ``ego-ros worker``. In remote mode the node survives the worker: failed calls are
+talking to an ``ego-ros worker`` (with CurveZMQ keys from ``engine.curve_*_file`` when the
+worker requires them). In remote mode the node survives the worker: failed calls are
 counted, reported on ``/diagnostics`` and in service replies, and the ZeroMQ client reconnects
 on its own when the worker comes back. The clip loop and the services use separate clients so
 a service call never waits behind the clip loop's socket.
@@ -52,6 +56,7 @@ from ego_ros.backends.base import BackendError
 from ego_ros.core.engine import EngineBusy, UnknownConcept
 from ego_ros.core.names import InvalidConceptName, validate_concept_name
 from ego_ros.core.overlay import draw_selection_overlay
+from ego_ros.core.store import StoreError
 from ego_ros.core.types import IntroduceResult, RecognitionResult
 from ego_ros.ros.convert import (
     ImageConversionError,
@@ -176,7 +181,7 @@ class EgoNode(Node):
                 return RemoteEngine(s.endpoint, timeout_s=s.timeout_s,
                                     introduce_timeout_s=s.introduce_timeout_s,
                                     connect_timeout_s=s.connect_timeout_s,
-                                    heartbeat_s=heartbeat_s)
+                                    heartbeat_s=heartbeat_s, curve=s.curve)
 
             return remote(s.connect_timeout_s), remote(0.0)
         from ego_ros.backends.loading import load_backend
@@ -216,22 +221,36 @@ class EgoNode(Node):
         self._ingest(msg, compressed_msg_to_rgb)
 
     def _ingest(self, msg: Any, convert: Callable[[Any], np.ndarray]) -> None:
+        """Convert and buffer one frame. Nothing may escape: the executor re-raises a
+        callback's exception and would take the whole node down for one odd frame."""
         received_ns = self.get_clock().now().nanoseconds
         self._input_rate.tick()
         try:
             rgb = convert(msg)  # [H, W, 3] uint8
+            stamp_ns = stamp_to_ns(msg.header.stamp) or received_ns  # unstamped: arrival time
+            frame = Frame(rgb, stamp_ns, msg.header.frame_id, received_ns)
         except ImageConversionError as exc:
-            self._counts["conversion_errors"] += 1
-            self._last_conversion_error = str(exc)
-            self.get_logger().warning(
-                f"skipping a frame from {self._image_sub.topic_name} "
-                f"({self._counts['conversion_errors']} so far): {exc}",
-                throttle_duration_sec=_THROTTLE_S)
+            self._conversion_failed(str(exc))
             return
-        stamp_ns = stamp_to_ns(msg.header.stamp) or received_ns  # unstamped: arrival time
-        self._buffer.push(Frame(rgb, stamp_ns, msg.header.frame_id, received_ns))
-        if self._clip_due:
-            self._cut_clip()
+        except Exception as exc:  # a converter bug (cv_bridge, OpenCV): still only one frame
+            self._conversion_failed(f"unexpected {type(exc).__name__}: {exc}")
+            return
+        try:
+            self._buffer.push(frame)
+            if self._clip_due:
+                self._cut_clip()
+        except Exception as exc:
+            self._counts["ingest_errors"] += 1
+            self.get_logger().error(f"could not buffer a frame: {type(exc).__name__}: {exc}",
+                                    throttle_duration_sec=_THROTTLE_S)
+
+    def _conversion_failed(self, reason: str) -> None:
+        self._counts["conversion_errors"] += 1
+        self._last_conversion_error = reason
+        self.get_logger().warning(
+            f"skipping a frame from {self._image_sub.topic_name} "
+            f"({self._counts['conversion_errors']} so far): {reason}",
+            throttle_duration_sec=_THROTTLE_S)
 
     def _on_question(self, msg: String) -> None:
         question = msg.data.strip()
@@ -291,8 +310,9 @@ class EgoNode(Node):
                     self.get_logger().error(f"clip failed: {type(exc).__name__}: {exc}",
                                             throttle_duration_sec=_THROTTLE_S)
 
-    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run an engine call from the clip loop; None (counted and logged) when it fails."""
+    def _call(self, what: str, fn: Callable[[], Any]) -> tuple[Any, Exception | None]:
+        """Run an engine call from the clip loop: (result, None), or (None, the exception)
+        when it failed (counted and logged)."""
         started = time.perf_counter()
         try:
             result = fn()
@@ -301,10 +321,38 @@ class EgoNode(Node):
             self._engine_error = self._explain(exc, what)
             self.get_logger().warning(f"{what} failed: {self._engine_error}",
                                       throttle_duration_sec=_THROTTLE_S)
-            return None
+            return None, exc
         self._call_ms.add((time.perf_counter() - started) * 1000.0)
         self._engine_error = ""
-        return result
+        return result, None
+
+    def _stale(self, job: _ClipJob, stream: Any) -> bool:
+        """True (and counted) when the clip's newest frame is older than
+        ``clip.max_result_age_s``: the engine took so long that its answer is old news."""
+        age_s = (self.get_clock().now().nanoseconds - job.frames[-1].received_ns) / 1e9
+        if age_s <= stream.max_result_age_s:
+            return False
+        self._counts["clips_stale"] += 1
+        self.get_logger().warning(
+            f"dropped the result of a clip whose newest frame is {age_s:.1f} s old "
+            f"(clip.max_result_age_s = {stream.max_result_age_s}); the engine is too slow or "
+            "was stalled", throttle_duration_sec=_THROTTLE_S)
+        return True
+
+    @staticmethod
+    def _transient(exc: Exception | None) -> bool:
+        """A failure worth retrying with the next clip: worker down or model busy."""
+        return isinstance(exc, WorkerUnavailable | EngineBusy) or (
+            isinstance(exc, RemoteError) and exc.type_name in ("EngineBusy", "ServerBusy"))
+
+    def _requeue(self, question: str) -> None:
+        """Put a question whose call failed transiently back at the front of the queue."""
+        with self._questions_lock:
+            self._questions.appendleft(question)
+            while len(self._questions) > self._settings.max_questions:
+                dropped = self._questions.pop()  # keep the oldest: they were asked first
+                self._counts["questions_dropped"] += 1
+                self.get_logger().warning(f"too many pending questions; dropped {dropped!r}")
 
     def _process(self, job: _ClipJob) -> None:
         stream = self._stream
@@ -314,25 +362,34 @@ class EgoNode(Node):
         ok = True
         if stream.recognize or stream.caption:
             if stream.recognize:
-                result = self._call("recognition", lambda: self._engine.recognize(
+                result, _ = self._call("recognition", lambda: self._engine.recognize(
                     rgb, mode=stream.mode, clip=True, caption=stream.caption))
             else:
-                answer = self._call("caption", lambda: self._engine.caption(rgb, clip=True))
+                answer, _ = self._call("caption", lambda: self._engine.caption(rgb, clip=True))
                 result = None if answer is None else RecognitionResult(
                     [], [], stream.mode, answer.answer, answer.latency_ms)
             ok = result is not None
             if ok:
                 self._engine_ms.add(result.latency_ms)
+                ok = not self._stale(job, stream)
+            if ok:
                 self._recognition_pub.publish(self._recognition_msg(header, job, result))
                 self._counts["recognitions"] += 1
         while ok:  # questions wait for the next clip while the engine fails
             with self._questions_lock:
-                if not self._questions:
-                    break
-                question = self._questions.popleft()
-            answer = self._call("question", lambda q=question: self._engine.ask(q, rgb, clip=True))
+                question = self._questions.popleft() if self._questions else None
+            if question is None:
+                break
+            if self._stale(job, stream):  # answers about old frames: wait for a fresh clip
+                self._requeue(question)
+                break
+            answer, error = self._call("question",
+                                       lambda q=question: self._engine.ask(q, rgb, clip=True))
             if answer is None:
-                self._counts["questions_failed"] += 1
+                if self._transient(error):
+                    self._requeue(question)  # asked again with the next clip
+                else:
+                    self._counts["questions_failed"] += 1
                 break
             self._answer_pub.publish(Answer(header=header, question=question,
                                             answer=answer.answer, concepts=answer.concepts,
@@ -401,9 +458,11 @@ class EgoNode(Node):
             for index, msg in enumerate(request.images):
                 try:
                     images.append(image_msg_to_rgb(msg))
-                except ImageConversionError as exc:
+                except Exception as exc:  # ImageConversionError, or a converter bug
+                    reason = str(exc) if isinstance(exc, ImageConversionError) else (
+                        f"unexpected {type(exc).__name__}: {exc}")
                     response.message = (f"image {index} of {len(request.images)} in the "
-                                        f"request cannot be used: {exc}")
+                                        f"request cannot be used: {reason}")
                     return response
                 headers.append(msg.header)
         else:
@@ -434,14 +493,17 @@ class EgoNode(Node):
 
     def _publish_overlays(self, images: list[np.ndarray], headers: list[Header],
                           result: IntroduceResult) -> None:
+        """Publish the selected patches over each reference view (best effort: the concept is
+        already learned, so a failure here is logged and never fails the service call)."""
         for image, header, selected in zip(images, headers, result.selected):
             try:
                 overlay = draw_selection_overlay(image, selected["indices"],
                                                  tuple(selected["grid"]))  # [H, W, 3]
-            except (KeyError, ValueError) as exc:
-                self.get_logger().warning(f"no overlay for {result.name!r}: {exc}")
-                continue
-            self._overlay_pub.publish(rgb_to_image_msg(overlay, "rgb8", header))
+                self._overlay_pub.publish(rgb_to_image_msg(overlay, "rgb8", header))
+            except Exception as exc:  # KeyError/ValueError on odd selections, or any bug
+                self.get_logger().warning(
+                    f"no overlay for {result.name!r}: {type(exc).__name__}: {exc}",
+                    throttle_duration_sec=_THROTTLE_S)
 
     def _on_ask(self, request: Ask.Request, response: Ask.Response) -> Ask.Response:
         response.success = False
@@ -484,9 +546,13 @@ class EgoNode(Node):
     def _on_forget_concept(self, request: ForgetConcept.Request,
                            response: ForgetConcept.Response) -> ForgetConcept.Response:
         response.success = False
-        name = request.name.strip()
-        if not name:
+        if not request.name.strip():
             response.message = "the concept name is empty; call ~/list_concepts for the names"
+            return response
+        try:  # the same canonical form introduce_concept stored it under
+            name = validate_concept_name(request.name)
+        except InvalidConceptName as exc:
+            response.message = f"{exc}; call ~/list_concepts for the names"
             return response
         try:
             forgotten = self._service_engine.forget(name)
@@ -501,8 +567,12 @@ class EgoNode(Node):
 
     # -- diagnostics -----------------------------------------------------------------------
     def _on_diagnostics_timer(self) -> None:
-        self._diagnostics_pub.publish(make_array(self.get_clock().now().to_msg(),
-                                                 self.diagnostics()))
+        try:
+            self._diagnostics_pub.publish(make_array(self.get_clock().now().to_msg(),
+                                                     self.diagnostics()))
+        except Exception as exc:  # a report that fails must not take the node down with it
+            self.get_logger().error(f"diagnostics failed: {type(exc).__name__}: {exc}",
+                                    throttle_duration_sec=_THROTTLE_S)
 
     def diagnostics(self) -> list[DiagnosticStatus]:
         """The node's ``DiagnosticStatus`` list: camera input, clips, engine."""
@@ -514,11 +584,12 @@ class EgoNode(Node):
             "topic": self._image_sub.topic_name, "rate_hz": self._input_rate.rate(),
             "frames_received": self._input_rate.total,
             "conversion_errors": counts["conversion_errors"],
+            "ingest_errors": counts["ingest_errors"],
             "last_conversion_error": self._last_conversion_error,
             "last_frame_age_s": age, "buffered_frames": len(self._buffer)})
         clips = make_status(f"{prefix}: clips", OK, "sampling clips", {
             "clip_rate_hz": self._clip_rate.rate(), "clips_sampled": self._clip_rate.total,
-            "clips_skipped": self._slot.skipped,
+            "clips_skipped": self._slot.skipped, "clips_stale": counts["clips_stale"],
             "ticks_without_fresh_frames": counts["ticks_without_fresh_frames"],
             "recognitions_published": counts["recognitions"],
             "answers_published": counts["answers"], "pending_questions": len(self._questions),
@@ -570,7 +641,8 @@ def main(args: list[str] | None = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (ValueError, OSError, BackendError) as exc:  # start-up: parameters, model, store
+    except (ValueError, OSError, BackendError, StoreError) as exc:
+        # start-up: parameters, model, store (e.g. a corrupt manifest): a message, no traceback
         rclpy.logging.get_logger("ego_node").fatal(f"cannot start: {type(exc).__name__}: {exc}")
         return 1
     finally:

@@ -35,6 +35,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from ego_ros.backends.base import BackendConfig
 from ego_ros.core.engine import MODES, EngineConfig
 from ego_ros.core.scoring import Thresholds
+from ego_ros.serving.rpc import CurveClientKeys
 from ego_ros.stream import ClipConfig
 
 # Family of the embedded tiny model used when model.path is empty.
@@ -144,6 +145,17 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("engine.connect_timeout_s", 2.0, "Longest wait for the worker's handshake "
               "after a (re)connect; also the heartbeat period.", read_only=True, low=0.05,
               high=600.0),
+    ParamSpec("engine.curve_secret_key_file", "", "This node's CurveZMQ certificate with its "
+              "secret key (NAME.key_secret from 'ego-ros worker --gen-keys'), for a worker "
+              "that requires keys. Empty (with engine.curve_server_key_file): no CurveZMQ.",
+              read_only=True),
+    ParamSpec("engine.curve_server_key_file", "", "The worker's public CurveZMQ certificate "
+              "(its .key file). Set both curve files or neither.", read_only=True),
+    ParamSpec("clip.max_result_age_s", 10.0, "A clip's result is dropped (counted as "
+              "clips_stale on /diagnostics) when the engine answers more than this long after "
+              "its newest frame was received, so a stalled or overloaded worker never publishes "
+              "old news. Raise it for a model slower than this per clip.", low=0.01,
+              high=3600.0),
     ParamSpec("introduce.num_frames", 3, "Captured frames used as reference views when an "
               "introduce_concept request has no images and num_frames 0.", low=1, high=64),
     ParamSpec("introduce.max_age_s", 5.0, "Captured frames received longer ago than this are "
@@ -167,6 +179,7 @@ class StreamSettings:
     threshold: float
     introduce_num_frames: int
     introduce_max_age_s: float
+    max_result_age_s: float
 
 
 @dataclass(frozen=True)
@@ -183,6 +196,7 @@ class NodeSettings:
     store_dir: Path
     engine: EngineConfig
     endpoint: str
+    curve: CurveClientKeys | None  # keys for a worker that requires CurveZMQ; remote mode only
     timeout_s: float
     introduce_timeout_s: float
     connect_timeout_s: float
@@ -230,7 +244,24 @@ def stream_settings(values: Mapping[str, Any]) -> StreamSettings:
                          f"({v['buffer.max_frames']})")
     return StreamSettings(clip, v["tasks.recognize"], v["tasks.caption"], v["recognition.mode"],
                           float(v["recognition.threshold"]), v["introduce.num_frames"],
-                          float(v["introduce.max_age_s"]))
+                          float(v["introduce.max_age_s"]), float(v["clip.max_result_age_s"]))
+
+
+def _curve_keys(secret: str, server: str) -> CurveClientKeys | None:
+    """CurveZMQ client keys from the two file parameters (both or neither); ValueError if bad."""
+    if not secret and not server:
+        return None
+    if not secret or not server:
+        missing = "engine.curve_server_key_file" if secret else "engine.curve_secret_key_file"
+        raise ValueError(f"{missing} is empty: CurveZMQ needs this node's secret key file and "
+                         "the worker's public key file (set both, or neither for no CurveZMQ)")
+    try:
+        return CurveClientKeys(Path(secret).expanduser(), Path(server).expanduser())
+    except ValueError as exc:  # names CurveClientKeys' field; say which parameter it is
+        text = str(exc).replace("CurveClientKeys.secret_key_file",
+                                "engine.curve_secret_key_file").replace(
+            "CurveClientKeys.server_public_key_file", "engine.curve_server_key_file")
+        raise ValueError(text) from None
 
 
 def settings_from_parameters(values: Mapping[str, Any]) -> NodeSettings:
@@ -245,6 +276,8 @@ def settings_from_parameters(values: Mapping[str, Any]) -> NodeSettings:
     if endpoint and "://" not in endpoint:
         raise ValueError(f"engine.endpoint {endpoint!r} is not a ZeroMQ endpoint such as "
                          "tcp://127.0.0.1:5555 (leave it empty to run the model in this node)")
+    curve = _curve_keys(v["engine.curve_secret_key_file"].strip(),
+                        v["engine.curve_server_key_file"].strip()) if endpoint else None
     backend = None
     tiny = False
     if not endpoint:
@@ -269,7 +302,7 @@ def settings_from_parameters(values: Mapping[str, Any]) -> NodeSettings:
                            durability=qos_profile_sensor_data.durability)
     return NodeSettings(
         stream=stream, backend=backend, model_is_tiny=tiny,
-        store_dir=Path(store).expanduser(), engine=engine, endpoint=endpoint,
+        store_dir=Path(store).expanduser(), engine=engine, endpoint=endpoint, curve=curve,
         timeout_s=float(v["engine.timeout_s"]),
         introduce_timeout_s=float(v["engine.introduce_timeout_s"]),
         connect_timeout_s=float(v["engine.connect_timeout_s"]), compressed=v["image.compressed"],

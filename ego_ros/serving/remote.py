@@ -16,34 +16,23 @@ uint8 arrays, one frame each. A remote failure raises
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from ego_ros.core.types import AnswerResult, ConceptInfo, IntroduceResult, RecognitionResult
+from ego_ros.core.types import (
+    AnswerResult,
+    ConceptInfo,
+    EngineLike,
+    IntroduceResult,
+    RecognitionResult,
+)
 from ego_ros.serving.rpc import CurveClientKeys, Handler, RpcClient, RpcServer
 from ego_ros.serving.wire import DEFAULT_LIMITS, WireLimits
 
 ENGINE_METHODS = frozenset(
     {"introduce", "recognize", "ask", "caption", "forget", "concepts", "health"}
 )
-
-
-class EngineLike(Protocol):
-    """The engine's public API (``ego_ros.core.engine.EgoEngine`` and :class:`RemoteEngine`)."""
-
-    def introduce(self, name: str, images: list[np.ndarray], replace: bool = False
-                  ) -> IntroduceResult: ...
-    def recognize(self, frames: list[np.ndarray], mode: str = "per-concept", clip: bool = False,
-                  concepts: list[str] | None = None, caption: bool = False
-                  ) -> RecognitionResult: ...
-    def ask(self, question: str, frames: list[np.ndarray], clip: bool = False,
-            concepts: list[str] | None = None) -> AnswerResult: ...
-    def caption(self, frames: list[np.ndarray], clip: bool = False,
-                concepts: list[str] | None = None) -> AnswerResult: ...
-    def forget(self, name: str) -> bool: ...
-    def concepts(self) -> list[ConceptInfo]: ...
-    def health(self) -> dict[str, Any]: ...
 
 
 def check_images(what: str, images: Sequence[Any]) -> list[np.ndarray]:

@@ -236,6 +236,14 @@ class RpcServer:
         finally:
             self._teardown()
 
+    @property
+    def alive(self) -> bool:
+        """True while :meth:`start`'s threads serve; False once they stopped, on :meth:`close`
+        or on an error (logged), so a supervisor can tell a dead server from a quiet one."""
+        threads = (self._thread, self._worker)
+        return (self._thread is not None and not self._stop.is_set()
+                and all(t is not None and t.is_alive() for t in threads))
+
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop serving and release the endpoint. A handler still running is left to finish."""
         self._stop.set()
@@ -342,7 +350,11 @@ class RpcServer:
                         frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    self._on_message(frames)
+                    try:
+                        self._on_message(frames)
+                    except Exception:  # one bad message must never stop the server
+                        logger.exception("failed to handle a message on %s; serving on",
+                                         self.endpoint)
 
     def _forward_results(self) -> None:
         while True:
@@ -350,7 +362,14 @@ class RpcServer:
                 frames = self._results.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self._router.send_multipart(frames, copy=False)  # unknown peer: silently dropped
+            try:
+                self._router.send_multipart(frames, copy=False)  # unknown peer: dropped
+            except zmq.Again:
+                logger.warning("dropped a reply: the client's queue is full")
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.ETERM:
+                    raise
+                logger.warning("dropped a reply: %s", exc)
 
     def _reply(self, identity: bytes, kind: str, msg_id: str, method: str,
                params: dict[str, Any]) -> None:

@@ -174,8 +174,8 @@ def encode(
     Array frames are memoryviews of the (C-contiguous, little-endian) arrays: contiguous input
     is not copied, so do not modify an array until the call that sends it has returned.
     """
-    if kind not in KINDS:
-        raise WireError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise WireError(f"kind must be one of {sorted(KINDS)}, got {kind!r:.80}")
     _check_text("id", msg_id, allow_empty=False)
     _check_text("method", method, allow_empty=kind != "req")
     params = {} if params is None else params
@@ -274,11 +274,11 @@ def decode(
     if unknown or missing:
         raise WireError(f"header keys: unknown {sorted(unknown)}, missing {sorted(missing)}")
     version = header["v"]
-    if version != PROTOCOL_VERSION or isinstance(version, bool):
+    if isinstance(version, bool) or not isinstance(version, int) or version != PROTOCOL_VERSION:
         raise WireError(f"protocol version {version!r} is not supported (this side speaks "
                         f"{PROTOCOL_VERSION}); update ego_ros on both ends")
     kind = header["kind"]
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:  # a list or object is not hashable
         raise WireError(f"kind must be one of {sorted(KINDS)}, got {kind!r:.80}")
     msg_id = _check_text("id", header["id"], allow_empty=False)
     method = _check_text("method", header.get("method", ""), allow_empty=kind != "req")

@@ -11,7 +11,21 @@ time, ``ping``/``hello`` answered even mid-inference, a bounded queue behind. No
 The worker binds to loopback unless told otherwise. Binding any other address needs
 ``--allow-nonlocal`` *and* CurveZMQ keys (``--curve-secret`` with the worker's key pair,
 ``--curve-clients`` with the public keys of the nodes allowed in); unauthenticated clients are
-refused. SIGINT and SIGTERM stop it cleanly (the endpoint is released for a restart).
+refused. SIGINT and SIGTERM stop it cleanly (the endpoint is released for a restart). A worker
+whose server stops on an error exits with status 1, so a supervisor can restart it.
+
+Remote workers (CurveZMQ keys)::
+
+    # on the GPU machine: the worker's pair, and a folder for the robots' public keys
+    ego-ros worker --gen-keys ~/ego_keys                    # worker.key, worker.key_secret
+    # on each robot: its own pair; copy robot1.key (public) into the worker's ~/ego_keys/clients
+    ego-ros worker --gen-keys ~/ego_keys --key-name robot1
+    ego-ros worker --bind tcp://0.0.0.0:5555 --allow-nonlocal \\
+        --curve-secret ~/ego_keys/worker.key_secret --curve-clients ~/ego_keys/clients
+
+The robot's node sets ``engine.curve_secret_key_file`` to its ``robot1.key_secret`` and
+``engine.curve_server_key_file`` to a copy of the worker's ``worker.key``. Only public ``.key``
+files ever travel; keep ``.key_secret`` files private.
 
 Without ``--model`` the embedded tiny random-weight model is used (demos and tests only: its
 outputs are meaningless). Heavy imports (torch, transformers) happen in :func:`run_worker`, so
@@ -134,12 +148,27 @@ def run_worker(config: WorkerConfig, stop: threading.Event | None = None) -> int
                           allow_nonlocal=config.allow_nonlocal, max_pending=config.max_pending)
     server.start()
     log.info("ego worker ready on %s (%s on %s, %d concepts)", server.endpoint,
-                health["family"], health["device"], health["concepts"])
+             health["family"], health["device"], health["concepts"])
     try:
-        stop.wait()
+        status = supervise(server, stop)
     finally:
         server.close()
     log.info("ego worker on %s stopped", server.endpoint)
+    return status
+
+
+def supervise(server: Any, stop: threading.Event, poll_s: float = 0.5) -> int:
+    """Wait until ``stop`` is set (0) or the started ``server`` stops serving on its own (1).
+
+    A server whose threads died (an error it logged) would otherwise leave a process that
+    looks alive but answers nobody; exiting non-zero lets ``ego-ros up``, ``ros2 launch``
+    (respawn) or systemd notice and restart it.
+    """
+    while not stop.wait(poll_s):
+        if not server.alive:
+            log.error("the server on %s stopped serving unexpectedly (see the error above); "
+                      "exiting", server.endpoint)
+            return 1
     return 0
 
 
@@ -173,6 +202,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the worker's CurveZMQ certificate with its secret key")
     parser.add_argument("--curve-clients", type=Path, default=None,
                         help="folder of allowed clients' public CurveZMQ certificates")
+    parser.add_argument("--gen-keys", type=Path, default=None, metavar="DIR",
+                        help="write a new CurveZMQ key pair into DIR (NAME.key public, "
+                             "NAME.key_secret private; NAME from --key-name) and exit, "
+                             "serving nothing. Make one for the worker and one per node; see "
+                             "'Remote workers' above")
+    parser.add_argument("--key-name", default="worker", metavar="NAME",
+                        help="file name of the pair --gen-keys writes (default: %(default)s)")
+
+
+def generate_keys(directory: Path, name: str) -> tuple[Path, Path]:
+    """``--gen-keys``: write the pair ``name.key`` / ``name.key_secret`` into ``directory``.
+
+    Refuses to overwrite an existing pair: replacing a worker's keys would lock out every
+    node configured with the old public key.
+    """
+    from ego_ros.serving.rpc import generate_curve_keys
+
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"--key-name {name!r} must be a plain file name such as 'worker'")
+    directory = Path(directory).expanduser()
+    existing = [p for p in (directory / f"{name}.key", directory / f"{name}.key_secret")
+                if p.exists()]
+    if existing:
+        raise ValueError(f"{existing[0]} already exists; remove it or choose another "
+                         "--key-name")
+    return generate_curve_keys(directory, name)
 
 
 def config_from_args(args: argparse.Namespace) -> WorkerConfig:
@@ -194,11 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from ego_ros.backends.base import BackendError
+    from ego_ros.core.store import StoreError
 
     try:
+        if args.gen_keys is not None:
+            for path in generate_keys(args.gen_keys, args.key_name):
+                print(path)
+            return 0
         return run_worker(config_from_args(args))
-    except (ValueError, OSError, BackendError) as exc:
-        print(f"ego_worker: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, BackendError, StoreError) as exc:
+        # start-up: options, model, store (e.g. a corrupt manifest): a message, no traceback
+        print(f"ego_worker: error: cannot start: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
