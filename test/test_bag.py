@@ -194,7 +194,9 @@ def test_padded_step_and_encodings_from_foreign_bag(tmp_path: Path, storage: Sto
     assert [f.encoding for f in frames] == ["rgb8", "bgra8", "mono16", "mono16"]
     np.testing.assert_array_equal(frames[0].rgb, rgb)
     np.testing.assert_array_equal(frames[1].rgb, rgb)
-    expected_gray = np.repeat((gray16 >> 8).astype(np.uint8)[:, :, None], 3, axis=2)
+    # the node's scaling (ego_ros.imaging): 255/65535, rounded
+    gray8 = np.rint(gray16.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)
+    expected_gray = np.repeat(gray8[:, :, None], 3, axis=2)
     np.testing.assert_array_equal(frames[2].rgb, expected_gray)
     np.testing.assert_array_equal(frames[3].rgb, expected_gray)
     assert [f.stamp_ns for f in frames] == [(10 + i) * 10**9 + 5 for i in range(4)]

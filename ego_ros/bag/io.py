@@ -44,6 +44,8 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
+from ego_ros.imaging import ImageConversionError, compressed_to_rgb, raw_to_rgb
+
 __all__ = [
     "COMPRESSED_IMAGE_TYPE",
     "DEFAULT_START_NS",
@@ -128,69 +130,13 @@ def _typestore() -> Typestore:
 # Pixel conversions (duck-typed on message fields)
 # ----------------------------------------------------------------------------------------------
 
-# encoding -> (channels, numpy dtype of one channel)
-_RAW_LAYOUTS: dict[str, tuple[int, str]] = {
-    "rgb8": (3, "u1"),
-    "bgr8": (3, "u1"),
-    "rgba8": (4, "u1"),
-    "bgra8": (4, "u1"),
-    "mono8": (1, "u1"),
-    "8UC1": (1, "u1"),
-    "mono16": (1, "u2"),
-    "16UC1": (1, "u2"),
-    "yuv422": (2, "u1"),
-    "uyvy": (2, "u1"),
-    "yuv422_yuy2": (2, "u1"),
-    "yuyv": (2, "u1"),
-}
-_YUV_CODES = {
-    "yuv422": cv2.COLOR_YUV2RGB_UYVY,
-    "uyvy": cv2.COLOR_YUV2RGB_UYVY,
-    "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUYV,
-    "yuyv": cv2.COLOR_YUV2RGB_YUYV,
-}
-
-
 def image_msg_to_rgb(msg: Any) -> np.ndarray:
-    """Pixels of a ``sensor_msgs/Image`` as RGB ``[H, W, 3] uint8``.
-
-    Honours row padding (``step`` larger than ``width * bytes_per_pixel``, which some drivers
-    use for alignment and which naive converters get wrong) and ``is_bigendian`` for 16-bit
-    images. 16-bit mono is scaled to 8 bits by dropping the low byte, like cv_bridge's
-    display conversion.
-    """
-    encoding = str(msg.encoding)
-    if encoding not in _RAW_LAYOUTS:
-        raise BagError(
-            f"unsupported Image encoding {encoding!r}; supported: {', '.join(_RAW_LAYOUTS)}"
-        )
-    channels, kind = _RAW_LAYOUTS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    itemsize = 2 if kind == "u2" else 1
-    row_bytes = width * channels * itemsize
-    if step < row_bytes:
-        raise BagError(
-            f"Image step {step} is smaller than width*bytes_per_pixel = {row_bytes} "
-            f"({width} px, encoding {encoding})"
-        )
-    data = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
-    if data.size < step * height:
-        raise BagError(f"Image data has {data.size} bytes, expected step*height = {step * height}")
-    rows = data[: step * height].reshape(height, step)[:, :row_bytes]  # [H, row_bytes]
-    if itemsize == 2:
-        dtype = np.dtype(">u2" if int(msg.is_bigendian) else "<u2")
-        pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width)  # [H, W]
-        gray = (pixels >> 8).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)  # [H, W, 3]
-    pixels = rows.reshape(height, width, channels)  # [H, W, C]
-    # Always a fresh, writable array: never a view into the message buffer.
-    if encoding in ("rgb8", "rgba8"):
-        return pixels[:, :, :3].copy()
-    if encoding in ("bgr8", "bgra8"):
-        return pixels[:, :, 2::-1].copy()
-    if channels == 1:
-        return np.repeat(pixels, 3, axis=2)  # [H, W, 3]
-    return cv2.cvtColor(np.ascontiguousarray(pixels), _YUV_CODES[encoding])
+    """Pixels of a ``sensor_msgs/Image`` as RGB ``[H, W, 3] uint8`` (``ego_ros.imaging``: the
+    node's converter, so a frame decodes the same live and from a bag)."""
+    try:
+        return raw_to_rgb(msg)
+    except ImageConversionError as exc:
+        raise BagError(str(exc)) from exc
 
 
 def compressed_codec(fmt: str) -> str:
@@ -205,14 +151,10 @@ def compressed_codec(fmt: str) -> str:
 
 def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
     """Pixels of a ``sensor_msgs/CompressedImage`` (JPEG or PNG) as RGB ``[H, W, 3] uint8``."""
-    fmt = str(msg.format)
-    if "compresseddepth" in fmt.lower():
-        raise BagError(f"compressedDepth images are not camera frames (format {fmt!r})")
-    buf = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise BagError(f"could not decode CompressedImage ({buf.size} bytes, format {fmt!r})")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # [H, W, 3]
+    try:
+        return compressed_to_rgb(msg)
+    except ImageConversionError as exc:
+        raise BagError(str(exc)) from exc
 
 
 def _check_rgb(rgb: np.ndarray, what: str) -> np.ndarray:

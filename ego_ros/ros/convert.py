@@ -29,7 +29,6 @@ from __future__ import annotations
 import array
 import functools
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -38,42 +37,22 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from ego_ros.imaging import (  # noqa: F401 (ImageConversionError, SUPPORTED_ENCODINGS: API)
+    SUPPORTED_ENCODINGS,
+    ImageConversionError,
+    compressed_to_rgb,
+    raw_to_rgb,
+    validated_bytes,
+)
+
 _LOG = logging.getLogger(__name__)
 
 _NS_PER_S = 1_000_000_000
 _INT32_MAX = 2**31 - 1
 
 
-class ImageConversionError(ValueError):
-    """A message that cannot be turned into an RGB image; the text names the problem."""
-
-
-@dataclass(frozen=True)
-class _Encoding:
-    bytes_per_pixel: int
-    channels: int  # channels as stored; 2 for packed YUV 4:2:2 (one Y plus half a chroma pair)
-    cv_code: int | None  # cv2.cvtColor code to RGB; None = already RGB (rgb8) or special (mono16)
-
-
-_ENCODINGS: dict[str, _Encoding] = {
-    "rgb8": _Encoding(3, 3, None),
-    "bgr8": _Encoding(3, 3, cv2.COLOR_BGR2RGB),
-    "8UC3": _Encoding(3, 3, cv2.COLOR_BGR2RGB),
-    "rgba8": _Encoding(4, 4, cv2.COLOR_RGBA2RGB),
-    "bgra8": _Encoding(4, 4, cv2.COLOR_BGRA2RGB),
-    "mono8": _Encoding(1, 1, cv2.COLOR_GRAY2RGB),
-    "8UC1": _Encoding(1, 1, cv2.COLOR_GRAY2RGB),
-    "mono16": _Encoding(2, 1, None),
-    "yuv422": _Encoding(2, 2, cv2.COLOR_YUV2RGB_UYVY),
-    "uyvy": _Encoding(2, 2, cv2.COLOR_YUV2RGB_UYVY),
-    "yuv422_yuy2": _Encoding(2, 2, cv2.COLOR_YUV2RGB_YUYV),
-    "yuyv": _Encoding(2, 2, cv2.COLOR_YUV2RGB_YUYV),
-}
-_YUV422 = frozenset({"yuv422", "uyvy", "yuv422_yuy2", "yuyv"})
 # Encodings cv_bridge will not colour-convert ("not a color format"): always decoded here.
 _OWN_ONLY = frozenset({"8UC3", "8UC1"})
-
-SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
 
 
 # --------------------------------------------------------------------------- raw images
@@ -90,60 +69,10 @@ def image_msg_to_rgb(msg: Image, *, prefer_cv_bridge: bool = True) -> np.ndarray
     encoding = str(msg.encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     bridge = _cv_bridge() if prefer_cv_bridge and encoding not in _OWN_ONLY else None
-    flat = _validated_bytes(msg, encoding, height, width, step, bridge is not None)  # [N] uint8
+    flat = validated_bytes(msg, encoding, height, width, step, bridge is not None)  # [N] uint8
     if bridge is not None:
         return _via_cv_bridge(bridge, msg, flat)
-    spec = _ENCODINGS[encoding]  # known: checked by _validated_bytes
-    rows = flat[: step * height].reshape(height, step)  # [H, step], zero-copy view
-    pixels = rows[:, : width * spec.bytes_per_pixel]  # [H, W * bpp], rows may be strided
-    if encoding == "mono16":
-        big = bool(msg.is_bigendian)
-        mono = pixels.view(">u2" if big else "<u2").astype(np.uint16)  # [H, W] native order
-        mono8 = cv2.convertScaleAbs(mono, alpha=255.0 / 65535.0)  # [H, W] uint8, rounded
-        return cv2.cvtColor(mono8, cv2.COLOR_GRAY2RGB)  # [H, W, 3]
-    if encoding in _YUV422 and width % 2:
-        raise ImageConversionError(
-            f"encoding {encoding!r} packs pixel pairs and needs an even width, got width={width}"
-        )
-    shaped = pixels.reshape(height, width, spec.channels)  # [H, W, C], still a view
-    if spec.cv_code is None:  # rgb8
-        return shaped.copy()  # C-contiguous, never aliases msg.data
-    src = shaped[:, :, 0] if spec.channels == 1 else shaped  # cv2 wants [H, W] for one channel
-    return cv2.cvtColor(src, spec.cv_code)  # [H, W, 3], a new buffer
-
-
-def _validated_bytes(
-    msg: Any, encoding: str, height: int, width: int, step: int, bridge_decodes: bool
-) -> np.ndarray:
-    """Check the message geometry and return its data as a flat uint8 view (no copy).
-
-    An encoding unknown here is left to cv_bridge when it will decode the frame (it knows more,
-    e.g. Bayer patterns); the row-length check then needs cv_bridge's own knowledge.
-    """
-    if height <= 0 or width <= 0:
-        raise ImageConversionError(
-            f"image has zero size: width={width}, height={height} (encoding {encoding!r})"
-        )
-    spec = _ENCODINGS.get(encoding)
-    if spec is None and not bridge_decodes:
-        raise ImageConversionError(
-            f"unsupported image encoding {encoding!r}; supported: {', '.join(_ENCODINGS)}"
-        )
-    if spec is not None and step < width * spec.bytes_per_pixel:
-        raise ImageConversionError(
-            f"step={step} is shorter than one row of {encoding!r} pixels: width={width} x "
-            f"{spec.bytes_per_pixel} bytes = {width * spec.bytes_per_pixel}"
-        )
-    try:
-        flat = np.frombuffer(msg.data, dtype=np.uint8)  # [N] zero-copy view of the message
-    except (TypeError, ValueError) as exc:
-        raise ImageConversionError(f"image data is not a byte buffer: {exc}") from exc
-    if flat.size < step * height:
-        raise ImageConversionError(
-            f"image data truncated: {flat.size} bytes < step={step} x height={height} = "
-            f"{step * height} (encoding {encoding!r}, width={width})"
-        )
-    return flat
+    return raw_to_rgb(msg)
 
 
 def _via_cv_bridge(bridge: tuple[Any, type], msg: Image, flat: np.ndarray) -> np.ndarray:
@@ -226,27 +155,9 @@ def rgb_to_image_msg(
 
 
 def compressed_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` into ``[H, W, 3] uint8`` RGB.
-
-    Grey images come back as three equal channels and alpha is dropped. Depth images from
-    ``compressed_depth_image_transport`` (format containing ``compressedDepth``) are refused.
-    """
-    fmt = str(msg.format)
-    if "compresseddepth" in fmt.lower():
-        raise ImageConversionError(f"compressed depth images are not supported (format {fmt!r})")
-    try:
-        buf = np.frombuffer(msg.data, dtype=np.uint8)  # [N] zero-copy
-    except (TypeError, ValueError) as exc:
-        raise ImageConversionError(f"compressed image data is not a byte buffer: {exc}") from exc
-    if buf.size == 0:
-        raise ImageConversionError(f"compressed image is empty (format {fmt!r})")
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # [H, W, 3] BGR or None
-    if bgr is None:
-        raise ImageConversionError(
-            f"cannot decode compressed image: {buf.size} bytes, format {fmt!r}, "
-            f"first bytes {bytes(buf[:8]).hex()}"
-        )
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # [H, W, 3]
+    """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` into ``[H, W, 3] uint8`` RGB (grey
+    comes back as three equal channels; ``compressedDepth`` images are refused)."""
+    return compressed_to_rgb(msg)
 
 
 def rgb_to_compressed_msg(
