@@ -171,3 +171,29 @@ def test_near_ties_within_float_noise_are_ordered_by_name() -> None:
     query = torch.tensor([[1.0, 2.0, 3.0, 4.5]])
     index = ConceptIndex.from_memories({"b": base, "a": base * (1 + 1e-7)})
     assert [n for n, _ in index.rank(query)] == ["a", "b"]
+
+
+def test_coarse_to_fine_keeps_the_exact_top_and_exact_scores():
+    """With a pool, the concepts returned carry their exact scores, and on a query made from
+    one concept's own tokens that concept still ranks first among 1,000."""
+    gen = torch.Generator().manual_seed(7)
+    memories = {f"c{i:04d}": torch.randn(20, 64, generator=gen) for i in range(1000)}
+    index = ConceptIndex.from_memories(memories)
+    target = memories["c0421"]
+    query = torch.cat([target[:12] + 0.05 * torch.randn(12, 64, generator=gen),
+                       torch.randn(100, 64, generator=gen)])  # [112, 64]
+    exact = dict(index.rank(query))
+    pooled = index.rank(query, k=10, pool=64)
+    assert pooled[0][0] == "c0421"
+    for name, score in pooled:
+        assert score == pytest.approx(exact[name], abs=1e-5)
+    # small stores (fewer concepts than the pool) are always ranked exactly
+    few = ConceptIndex.from_memories({n: memories[n] for n in list(memories)[:30]})
+    assert few.rank(query, k=5, pool=64) == few.rank(query, k=5)
+    # the centroid cache follows adds and removes
+    index.remove("c0421")
+    assert all(n != "c0421" for n, _ in index.rank(query, k=10, pool=64))
+    index.add("c0421", target)
+    assert index.rank(query, k=1, pool=64)[0][0] == "c0421"
+    with pytest.raises(ValueError, match="pool"):
+        index.rank(query, k=1, pool=0)

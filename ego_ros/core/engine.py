@@ -76,6 +76,8 @@ class EngineConfig:
     clip_fps: frame rate assumed for a clip given as native video (temporal positions).
     score_batch: per-concept questions scored in one batched forward pass.
     max_clip_frames: longer clips are subsampled evenly to this many frames (context bound).
+    retrieval_pool: with more stored concepts than this, retrieval pre-filters by concept
+        centroid and scores only this many exactly (``ConceptIndex.rank``); 0 = always exact.
     """
 
     introduce: IntroduceConfig = field(default_factory=IntroduceConfig)
@@ -88,10 +90,12 @@ class EngineConfig:
     clip_fps: float = 2.0
     score_batch: int = 16
     max_clip_frames: int = 16
+    retrieval_pool: int = 64
 
     def __post_init__(self) -> None:
         checks = {"max_in_context": 1, "prefix_cache_size": 0, "max_new_tokens": 1,
-                  "max_waiting": 0, "score_batch": 1, "max_clip_frames": 1}
+                  "max_waiting": 0, "score_batch": 1, "max_clip_frames": 1,
+                  "retrieval_pool": 0}
         for name, low in checks.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -263,9 +267,13 @@ class EgoEngine:
             candidates = list(self._memories)
         k = self.config.max_in_context
         if len(candidates) > k:
-            ranked = self._index.rank(query.tokens, k=None)
-            allowed = set(candidates)
-            candidates = [n for n, _ in ranked if n in allowed][:k]
+            if restrict:  # rank the named concepts only, exactly
+                ranked = self._index.rank(query.tokens, k=None)
+                allowed = set(candidates)
+                candidates = [n for n, _ in ranked if n in allowed][:k]
+            else:
+                pool = max(k, self.config.retrieval_pool) if self.config.retrieval_pool else None
+                candidates = [n for n, _ in self._index.rank(query.tokens, k=k, pool=pool)]
         return sorted(candidates)
 
     def _memory_blocks(self, memory: ConceptMemory) -> list:

@@ -60,6 +60,7 @@ class ConceptIndex:
         self._names: list[str | None] = []  # slot -> name, None when free
         self._span: list[tuple[int, int]] = []  # slot -> (first row, end row)
         self._free: list[int] = []
+        self._centroid_cache: tuple[torch.Tensor, list[str]] | None = None
 
     @classmethod
     def from_memories(
@@ -138,6 +139,7 @@ class ConceptIndex:
     def add(self, name: str, tokens: torch.Tensor) -> None:
         """Add a concept, or replace its memory if the name is already indexed."""
         self._check(name, tokens)
+        self._centroid_cache = None
         block = tokens.to(self.device, torch.float32, copy=True)  # [N_c, D], never the caller's
         block = self._normalise_(block, {name: tokens})
         if name in self._slot_of:
@@ -165,6 +167,7 @@ class ConceptIndex:
         """Forget a concept; raises ``KeyError`` naming it when it is not indexed."""
         if name not in self._slot_of:
             raise KeyError(f"ConceptIndex: no concept named {name!r}")
+        self._centroid_cache = None
         slot = self._slot_of.pop(name)
         start, end = self._span[slot]
         self._owner[start:end] = -1
@@ -209,14 +212,53 @@ class ConceptIndex:
         means = (sums.cpu() / counts.clamp_min(1)).tolist()
         return {name: means[slot] for name, slot in self._slot_of.items()}
 
-    def rank(self, query_tokens: torch.Tensor, k: int | None = None) -> list[tuple[str, float]]:
+    def rank(self, query_tokens: torch.Tensor, k: int | None = None,
+             pool: int | None = None) -> list[tuple[str, float]]:
         """The top-``k`` concepts (all when ``k`` is None) as ``(name, score)``, best first.
+
+        With ``pool`` (and more concepts than that), the search is coarse to fine: every
+        concept is first scored by its *centroid* (the normalised mean of its memory tokens)
+        against the query tokens, max over the query, and only the best ``pool`` concepts are
+        scored exactly (mean max-sim over all their tokens). The pre-filter costs one
+        ``[concepts, D] x [D, N_q]`` product instead of ``[memory tokens, D] x [D, N_q]``; the
+        exact scores of the returned concepts are unchanged, and a concept that is missed must
+        rank below ``pool`` others by centroid.
 
         Ties are ordered by name, so the ranking is deterministic. Scores are compared rounded
         to ``_TIE_DECIMALS`` decimals: float32 sums on a GPU (``index_add_`` with atomics) may
         differ in the last bits between runs, and identical memories must still tie."""
         if k is not None and k < 0:
             raise ValueError(f"ConceptIndex.rank: k must be >= 0 or None, got {k}")
-        ranked = sorted(self.scores(query_tokens).items(),
-                        key=lambda kv: (-round(kv[1], _TIE_DECIMALS), kv[0]))
+        if pool is not None and pool < 1:
+            raise ValueError(f"ConceptIndex.rank: pool must be >= 1 or None, got {pool}")
+        if pool is not None and len(self) > pool:
+            scores = self._pooled_scores(query_tokens, pool)
+        else:
+            scores = self.scores(query_tokens)
+        ranked = sorted(scores.items(), key=lambda kv: (-round(kv[1], _TIE_DECIMALS), kv[0]))
         return ranked if k is None else ranked[:k]
+
+    def _centroids(self) -> tuple[torch.Tensor, list[str]]:
+        """Normalised mean memory token per live concept ``[C, D]``, and the names, cached
+        until the next add/remove."""
+        if self._centroid_cache is None:
+            names = list(self._slot_of)
+            if not names:
+                return torch.empty(0, self.dim, device=self.device), []
+            cents = torch.stack([self._rows[slice(*self._span[self._slot_of[n]])].mean(dim=0)
+                                 for n in names])  # [C, D]
+            self._centroid_cache = (F.normalize(cents, dim=-1), names)
+        return self._centroid_cache
+
+    def _pooled_scores(self, query_tokens: torch.Tensor, pool: int) -> dict[str, float]:
+        """Exact scores of the ``pool`` concepts whose centroids best match the query."""
+        q = F.normalize(query_tokens.to(self.device, torch.float32), dim=-1)  # [N_q, D]
+        cents, names = self._centroids()
+        coarse = (cents @ q.T).amax(dim=1)  # [C]
+        keep = torch.topk(coarse, min(pool, len(names))).indices.tolist()
+        out = {}
+        for i in keep:
+            start, end = self._span[self._slot_of[names[i]]]
+            best = (self._rows[start:end] @ q.T).amax(dim=1)  # [N_c]
+            out[names[i]] = float(best.mean())
+        return out
