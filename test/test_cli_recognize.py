@@ -200,3 +200,15 @@ def test_mode_choices_match_the_engine():
     from ego_ros.core.engine import MODES as ENGINE_MODES
 
     assert tuple(MODES) == tuple(ENGINE_MODES)
+
+
+def test_ask_options_parse_and_errors():
+    from ego_ros.cli.ask import _options
+    from ego_ros.cli.common import CliError
+
+    assert _options([]) is None
+    assert _options(["a=on the table", "B = on the floor"]) == {"A": "on the table",
+                                                               "B": "on the floor"}
+    for bad in (["A=x"], ["A=x", "A=y"], ["AB=x", "C=y"], ["A:x", "B=y"], ["A=", "B=y"]):
+        with pytest.raises(CliError):
+            _options(bad)

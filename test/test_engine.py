@@ -330,3 +330,31 @@ def test_bad_frames_get_clear_errors_and_long_clips_are_bounded(engine, backend,
     monkeypatch.setattr(backend, "encode_clip", counting)
     small.recognize(frames, clip=True)
     assert seen == [4]
+
+
+def test_multiple_choice_ask_lists_options_and_reads_the_letter(engine, backend, make_scene,
+                                                                monkeypatch):
+    """The options reach the prompt as "A. ..." lines after the question, and the letter is
+    read from whatever the model answers (here the tiny model's gibberish, then a forced
+    answer through the same parser)."""
+    engine.introduce("red box", [make_scene(1)])
+    frame = [make_scene(2)]
+    seen: list[str] = []
+    original = backend.render
+
+    def spy(content, visuals):
+        seen.append(content)
+        return original(content, visuals)
+
+    monkeypatch.setattr(backend, "render", spy)
+    result = engine.ask("Where is red box?", frame, options={"B": "on the floor",
+                                                             "A": "on the table"})
+    assert "Where is red box?\nA. on the table\nB. on the floor\n" in seen[-1]
+    assert result.choice in (None, "A", "B")
+    plain = engine.ask("Where is red box?", frame)
+    assert plain.choice is None
+    for bad in ({"A": "x"}, {"a": "x", "b": "y"}, {"AB": "x", "C": "y"}):
+        with pytest.raises(ValueError, match="options"):
+            engine.ask("Where?", frame, options=bad)
+    with pytest.raises(ValueError, match="reserved|special"):
+        engine.ask("Where?", frame, options={"A": "<ego:query>", "B": "y"})

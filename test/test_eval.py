@@ -35,7 +35,7 @@ from ego_ros.eval.metrics import (
     recognition_metrics,
     vqa_accuracy,
 )
-from ego_ros.eval.offline import EvalConfig, multiple_choice_prompt, run_offline
+from ego_ros.eval.offline import EvalConfig, run_offline
 from ego_ros.eval.report import (
     PLOT_FILES,
     CaptionRecord,
@@ -262,8 +262,6 @@ def test_config_and_task_parsing() -> None:
         field = next(iter(bad))
         with pytest.raises(ValueError, match=f"EvalConfig.{field}"):
             EvalConfig(**bad)
-    prompt = multiple_choice_prompt("What colour is tavi?", {"B": "red", "A": "blue"})
-    assert prompt.splitlines()[:3] == ["What colour is tavi?", "A. blue", "B. red"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -92,7 +92,8 @@ class FakeEngine:
         return RecognitionResult(results, names, mode, text, len(frames) + (0.5 if clip else 0))
 
     def ask(self, question: str, frames: list[np.ndarray], clip: bool = False,
-            concepts: list[str] | None = None) -> AnswerResult:
+            concepts: list[str] | None = None,
+            options: dict[str, str] | None = None) -> AnswerResult:
         self.calls["ask"] += 1
         if question == "block":
             self.entered.set()
@@ -100,7 +101,7 @@ class FakeEngine:
         names, scores = self._present(frames, concepts)
         seen = [n for n in names if scores[n] > 0.95]
         return AnswerResult(f"{question} -> {', '.join(seen) or 'nothing known'}", seen, names,
-                            2.0 if clip else 1.0)
+                            2.0 if clip else 1.0, choice=max(options) if options else None)
 
     def caption(self, frames: list[np.ndarray], clip: bool = False,
                 concepts: list[str] | None = None) -> AnswerResult:
@@ -168,6 +169,7 @@ def test_every_method_matches_the_in_process_engine(tmp_path: Path) -> None:
                                       caption=True),
                 lambda e: e.ask("where is my mug?", frames(191), clip=True),
                 lambda e: e.ask("who is here?", frames(41), concepts=["anna", "mug"]),
+                lambda e: e.ask("where?", frames(41), options={"A": "here", "B": "there"}),
                 lambda e: e.caption(frames(41, 3), clip=True),
                 lambda e: e.caption(frames(199), concepts=["mug"]),
                 lambda e: e.concepts(),

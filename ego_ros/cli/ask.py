@@ -5,8 +5,10 @@
 
 The stored concepts' memories are put in the model's context (narrowed down to
 --max-in-context by similarity to the query), so the model can answer about "my mug" or
-"Anna" by name. For a multiple-choice question write the options in the question, e.g.
-"Where is my mug? A: on the table B: on the floor".
+"Anna" by name. For a multiple-choice question give the options with --option, e.g.
+--option "A=on the table" --option "B=on the floor": they are listed under the question, the
+model is asked for the letter, and the output gets "choice" (the letter read from the answer,
+or null).
 
 Without --clip each IMG is a separate query and gets its own output line (JSON Lines), in the
 order given; with --clip the images, in order, are one clip and one object is printed. Each
@@ -34,6 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_query_options(parser)
     parser.add_argument("--question", "-q", required=True, metavar="Q",
                         help="the question; stored concept names may be used in it")
+    parser.add_argument("--option", action="append", default=[], metavar="L=TEXT",
+                        help="a multiple-choice option, letter=text (repeat: A=..., B=...)")
     parser.set_defaults(func=run)
     return parser
 
@@ -42,11 +46,34 @@ def run(args: argparse.Namespace) -> int:
     """Answer the question for each query and print one JSON object per query."""
     if not args.question.strip():
         raise CliError("--question is empty; ask something, e.g. --question 'Where is my mug?'")
+    options = _options(args.option)
     paths, concepts = check_query_args(args)
     engine = open_engine(args)
 
     def answer(frames: list[Any]) -> dict:
-        return engine.ask(args.question, frames, clip=args.clip, concepts=concepts).to_dict()
+        out = engine.ask(args.question, frames, clip=args.clip, concepts=concepts,
+                         options=options).to_dict()
+        if not options:
+            out.pop("choice", None)
+        return out
 
     run_queries(paths, args.clip, answer)
     return 0
+
+
+def _options(items: list[str]) -> dict[str, str] | None:
+    """``["A=on the table", "B=on the floor"]`` -> ``{"A": ..., "B": ...}``; None when empty."""
+    if not items:
+        return None
+    options: dict[str, str] = {}
+    for item in items:
+        letter, sep, text = item.partition("=")
+        letter = letter.strip().upper()
+        if not sep or len(letter) != 1 or not letter.isalpha() or not text.strip():
+            raise CliError(f"--option {item!r}: write it as LETTER=TEXT, e.g. 'A=on the table'")
+        if letter in options:
+            raise CliError(f"--option {letter} is given twice")
+        options[letter] = text.strip()
+    if len(options) < 2:
+        raise CliError("a multiple-choice question needs at least two --option")
+    return options

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     def answer(frames: list[Any]) -> dict:
         result = engine.caption(frames, clip=args.clip, concepts=concepts).to_dict()
+        result.pop("choice", None)  # captions are never multiple choice
         return {"caption": result.pop("answer"), **result}
 
     run_queries(paths, args.clip, answer)

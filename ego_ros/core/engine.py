@@ -25,9 +25,9 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from ego_ros.core.calibration import resolve_layers
 from ego_ros.core.introduce import IntroduceConfig, introduce_concept
 from ego_ros.core.memory import ConceptMemory
 from ego_ros.core.names import validate_concept_name
-from ego_ros.core.parsing import mentioned_names, parse_present_names
+from ego_ros.core.parsing import mentioned_names, parse_choice, parse_present_names
 from ego_ros.core.prompts import Prompts, prompts_for
 from ego_ros.core.retrieval import ConceptIndex
 from ego_ros.core.scoring import Thresholds, answer_variants, yes_no_score
@@ -449,14 +449,33 @@ class EgoEngine:
         return gen.text.strip()
 
     def ask(self, question: str, frames: Sequence[np.ndarray], clip: bool = False,
-            concepts: Sequence[str] | None = None) -> AnswerResult:
-        """A free-form (or multiple-choice) question about the frame or clip; concept names
-        may be used in it."""
+            concepts: Sequence[str] | None = None,
+            options: Mapping[str, str] | None = None) -> AnswerResult:
+        """A question about the frame or clip; concept names may be used in it.
+
+        With ``options`` ({"A": "on the table", "B": "on the floor"}) it is multiple choice:
+        the options are listed after the question (one per line, "A. ..."), the model is asked
+        for the letter, and ``choice`` of the result holds the letter read from its answer
+        (``parse_choice``: "B", "(b)", "Answer: B) ...", or the option's text), else None."""
         if not question or not question.strip():
             raise ValueError("ask: the question is empty")
         self._check_user_text(question)
-        return self._answer(self.prompts.ask.format(question=question.strip()), frames, clip,
-                            concepts)
+        task = self.prompts.ask.format(question=question.strip())
+        letters: list[str] = []
+        if options:
+            letters = sorted(options)
+            bad = [k for k in letters if not (len(k) == 1 and k.isalpha() and k.isupper())]
+            if bad or len(letters) < 2:
+                raise ValueError(f"ask: options need at least two single capital letters as "
+                                 f"keys, got {list(options)}")
+            for text in options.values():
+                self._check_user_text(str(text))
+            task += "".join(f"\n{k}. {options[k]}" for k in letters) + self.prompts.choice_suffix
+        result = self._answer(task, frames, clip, concepts)
+        if not letters:
+            return result
+        choice = parse_choice(result.answer, letters, [str(options[k]) for k in letters])
+        return replace(result, choice=choice)
 
     def _check_user_text(self, text: str) -> None:
         """User text is written into the prompt: no prompt sentinels, no special tokens."""

@@ -66,6 +66,7 @@ class AnswerResult:
     concepts: list[str]  # known concept names the text mentions
     considered: list[str] = field(default_factory=list)
     latency_ms: float = 0.0
+    choice: str | None = None  # the option letter, for a multiple-choice question
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,7 +123,8 @@ class EngineLike(Protocol):
                   concepts: list[str] | None = None, caption: bool = False
                   ) -> RecognitionResult: ...
     def ask(self, question: str, frames: list[np.ndarray], clip: bool = False,
-            concepts: list[str] | None = None) -> AnswerResult: ...
+            concepts: list[str] | None = None,
+            options: dict[str, str] | None = None) -> AnswerResult: ...
     def caption(self, frames: list[np.ndarray], clip: bool = False,
                 concepts: list[str] | None = None) -> AnswerResult: ...
     def forget(self, name: str) -> bool: ...

@@ -36,7 +36,6 @@ from tqdm import tqdm
 
 from ego_ros.bag.io import BagFrame, read_image_bag
 from ego_ros.bag.labels import BagLabels, FrameLabel, VqaItem, load_labels, reference_images
-from ego_ros.core.parsing import parse_choice
 from ego_ros.core.types import EngineLike
 from ego_ros.eval.report import (
     CaptionRecord,
@@ -52,7 +51,6 @@ __all__ = [
     "EngineApi",
     "EvalConfig",
     "EvalError",
-    "multiple_choice_prompt",
     "parse_tasks",
     "run_offline",
     "teach_concepts",
@@ -122,14 +120,6 @@ class EvalConfig:
             raise bad("max_frames", "must be >= 1 or None")
 
 
-def multiple_choice_prompt(question: str, options: dict[str, str] | Any) -> str:
-    """The question with its options appended ("A. ...", one per line) and the answer format."""
-    lines = [question.strip()]
-    lines += [f"{letter}. {text}" for letter, text in sorted(dict(options).items())]
-    lines.append("Answer with the letter of the correct option.")
-    return "\n".join(lines)
-
-
 def _bar(config: EvalConfig, **kwargs: Any) -> tqdm:
     # disable=None: tqdm turns itself off when stderr is not a terminal (logs, CI).
     return tqdm(disable=None if config.progress else True, dynamic_ncols=True, **kwargs)
@@ -197,12 +187,8 @@ def _recognize(engine: EngineApi, frames: Sequence[BagFrame], truth_of: dict[int
 
 def _ask(engine: EngineApi, frame: BagFrame, item: VqaItem) -> VqaRecord:
     options = dict(item.options) if item.options is not None else None
-    question = multiple_choice_prompt(item.question, options) if options else item.question
-    result = engine.ask(question, [frame.rgb], concepts=[item.concept])
-    choice = None
-    if options:
-        letters = sorted(options)
-        choice = parse_choice(result.answer, letters, [options[k] for k in letters])
+    result = engine.ask(item.question, [frame.rgb], concepts=[item.concept], options=options)
+    choice = result.choice if options else None
     return VqaRecord(stamp_ns=frame.stamp_ns, concept=item.concept, question=item.question,
                      options=options, answer=item.answer, response=result.answer,
                      choice=choice, latency_ms=float(result.latency_ms))

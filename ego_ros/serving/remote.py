@@ -136,8 +136,10 @@ class RemoteEngine:
         return RecognitionResult.from_dict(data)
 
     def ask(self, question: str, frames: list[np.ndarray], clip: bool = False,
-            concepts: list[str] | None = None) -> AnswerResult:
-        params = {"question": question, "clip": clip, "concepts": concepts}
+            concepts: list[str] | None = None,
+            options: dict[str, str] | None = None) -> AnswerResult:
+        params = {"question": question, "clip": clip, "concepts": concepts,
+                  "options": dict(options) if options else None}
         return AnswerResult.from_dict(self._result("ask", params, check_images("frames", frames)))
 
     def caption(self, frames: list[np.ndarray], clip: bool = False,
@@ -164,7 +166,7 @@ _STR, _BOOL, _NAMES = (str,), (bool,), (list, type(None))
 _PARAMS: dict[str, dict[str, tuple[type, ...]]] = {
     "introduce": {"name": _STR, "replace": _BOOL},
     "recognize": {"mode": _STR, "clip": _BOOL, "concepts": _NAMES, "caption": _BOOL},
-    "ask": {"question": _STR, "clip": _BOOL, "concepts": _NAMES},
+    "ask": {"question": _STR, "clip": _BOOL, "concepts": _NAMES, "options": (dict, type(None))},
     "caption": {"clip": _BOOL, "concepts": _NAMES},
     "forget": {"name": _STR},
     "concepts": {},
@@ -180,7 +182,9 @@ def _checked(method: str, params: dict[str, Any]) -> dict[str, Any]:
     for key, types in spec.items():
         value = params[key]
         if not isinstance(value, types) or (
-                isinstance(value, list) and not all(isinstance(v, str) for v in value)):
+                isinstance(value, list) and not all(isinstance(v, str) for v in value)) or (
+                isinstance(value, dict) and not all(isinstance(k, str) and isinstance(v, str)
+                                                    for k, v in value.items())):
             raise TypeError(f"{method}: parameter {key!r} has the wrong type "
                             f"({type(value).__name__}: {value!r:.60})")
     return params
@@ -193,8 +197,8 @@ def _call(engine: EngineLike, method: str, p: dict[str, Any], images: list[np.nd
         return engine.recognize(images, mode=p["mode"], clip=p["clip"], concepts=p["concepts"],
                                 caption=p["caption"]).to_dict()
     if method == "ask":
-        return engine.ask(p["question"], images, clip=p["clip"],
-                          concepts=p["concepts"]).to_dict()
+        return engine.ask(p["question"], images, clip=p["clip"], concepts=p["concepts"],
+                          options=p["options"]).to_dict()
     if method == "caption":
         return engine.caption(images, clip=p["clip"], concepts=p["concepts"]).to_dict()
     if method == "forget":
