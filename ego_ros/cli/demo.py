@@ -65,7 +65,17 @@ def _print_recognition(msg) -> None:
 
 
 def _print_answer(msg) -> None:
-    _say(f"  answer to {msg.question!r}: {msg.answer!r} (names: {list(msg.concepts)})")
+    text = repr(msg.answer) if msg.answer else "(empty: the model ended its answer at once)"
+    _say(f"  answer to {msg.question!r}: {text} (names: {list(msg.concepts)})")
+
+
+def _taught_printer(camera_taught: str):
+    def show(record) -> None:
+        how = ("from frames captured by the camera" if record.concept == camera_taught
+               else "from reference views in the request")
+        _say(f"  taught {record.concept} {how}: {record.views} views -> {record.num_tokens} "
+             "memory tokens")
+    return show
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,11 +122,9 @@ def run(args: argparse.Namespace) -> int:
             engine_config=EngineConfig(max_in_context=len(names)),
             live=LiveSettings(period_s=args.period), on_recognition=_print_recognition,
             questions=[(1.0, QUESTION)], on_answer=_print_answer,
-            teach_from_camera=names[:1])
+            on_taught=_taught_printer(names[0]), teach_from_camera=names[:1])
     except (EvalError, BackendError) as exc:
         raise CliError(str(exc)) from exc
-    for t in records.teach:
-        _say(f"  taught {t.concept}: {t.views} views -> {t.num_tokens} memory tokens")
     metrics = compute_metrics(records)
     write_report(records, out / "report", metrics)
     _say(f"5. report: {out / 'report' / 'report.md'}")

@@ -99,6 +99,7 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
              endpoint: str = "", on_recognition: Callable[[Any], None] | None = None,
              questions: Sequence[tuple[float, str]] = (),
              on_answer: Callable[[Any], None] | None = None,
+             on_taught: Callable[[TeachRecord], None] | None = None,
              teach_from_camera: Sequence[str] = ()) -> EvalRecords:
     """Play ``bag`` into an ``ego_node`` and score its ``Recognition`` messages.
 
@@ -108,7 +109,8 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
 
     ``questions`` are ``(seconds into the playback, text)`` published on ``~/question``; their
     ``Answer`` messages go to ``on_answer``. ``on_recognition`` sees every message as it
-    arrives (the demo prints them). Concepts in ``teach_from_camera`` are taught the way a
+    arrives (the demo prints them); ``on_taught`` each concept once the node has learned it.
+    Concepts in ``teach_from_camera`` are taught the way a
     person would on the robot: their reference views are shown to the camera (published on
     the camera topic) and ``~/introduce_concept`` is called with no images, so the node uses
     the frames it just captured.
@@ -200,6 +202,8 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
             teach.append(TeachRecord(concept.name, len(images), int(response.num_tokens),
                                      tuple(tuple(k.split(", ")) for k in response.keywords),
                                      time.perf_counter() - t0))
+            if on_taught is not None:
+                on_taught(teach[-1])
 
         stop = threading.Event()
         if questions:
