@@ -358,3 +358,21 @@ def test_multiple_choice_ask_lists_options_and_reads_the_letter(engine, backend,
             engine.ask("Where?", frame, options=bad)
     with pytest.raises(ValueError, match="reserved|special"):
         engine.ask("Where?", frame, options={"A": "<ego:query>", "B": "y"})
+
+
+def test_max_image_tokens_caps_dynamic_resolution(tiny_model_dirs, make_scene):
+    """Qwen2.5-VL's processor picks the token grid from the image size; the cap bounds it
+    (images and video frame pairs), and a cap below 4 tokens is refused."""
+    from ego_ros.backends.base import BackendConfig
+    from ego_ros.backends.loading import load_backend
+
+    frame = make_scene(1, size=(480, 640))
+    free = load_backend(BackendConfig(tiny_model_dirs["qwen2_5_vl"], device="cpu"))
+    capped = load_backend(BackendConfig(tiny_model_dirs["qwen2_5_vl"], device="cpu",
+                                        max_image_tokens=12))
+    assert free.encode_images([frame])[0].num_tokens == 140
+    assert capped.encode_images([frame])[0].num_tokens <= 12
+    clip = capped.encode_clip([frame] * 4)[0]
+    assert clip.num_tokens <= 12 * clip.grid[0]
+    with pytest.raises(ValueError, match="max_image_tokens"):
+        BackendConfig(tiny_model_dirs["qwen2_5_vl"], max_image_tokens=2)

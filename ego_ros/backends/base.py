@@ -59,16 +59,22 @@ class BackendConfig:
 
     ``dtype="auto"`` means bfloat16 on CUDA and float32 on the CPU. ``device="auto"`` means
     ``cuda`` when available, else ``cpu``; an explicit ``cuda`` without a GPU is an error,
-    never a silent fallback.
+    never a silent fallback. ``max_image_tokens`` caps the visual tokens of one image or
+    video frame pair for families with dynamic resolution (Qwen2.5-VL: a 1080p frame is
+    ~2,700 tokens with the checkpoint's own limit); None keeps the checkpoint's setting.
     """
 
     path: Path
     family: str = "auto"
     dtype: str = "auto"
     device: str = "auto"
+    max_image_tokens: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path).expanduser())
+        cap = self.max_image_tokens
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 4):
+            raise ValueError(f"model.max_image_tokens: {cap!r} must be None or an integer >= 4")
         if self.dtype not in ("auto", *DTYPES):
             raise ValueError(f"model.dtype: {self.dtype!r} is not one of auto, {', '.join(DTYPES)}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
@@ -169,10 +175,11 @@ class FamilyAdapter:
     family: str = ""
     model_types: tuple[str, ...] = ()
 
-    def __init__(self, model, processor) -> None:
+    def __init__(self, model, processor, max_image_tokens: int | None = None) -> None:
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
+        self.max_image_tokens = max_image_tokens
 
     # -- model parts --------------------------------------------------------------------
     def language_model(self):

@@ -22,8 +22,8 @@ class InternVLAdapter(FamilyAdapter):
     model_types = ("internvl",)
     uses_3d_positions = False
 
-    def __init__(self, model, processor) -> None:
-        super().__init__(model, processor)
+    def __init__(self, model, processor, max_image_tokens: int | None = None) -> None:
+        super().__init__(model, processor, max_image_tokens)  # fixed tokens per tile: unused
         tok = self.tokenizer
         self.image_token = int(model.config.image_token_id)
         self.img_start = int(tok.convert_tokens_to_ids("<img>"))

@@ -83,4 +83,5 @@ def load_backend(config: BackendConfig) -> LVLMBackend:
     fingerprint = _fingerprint(adapter_cls, model.config)
     log.info("loaded %s (%s) on %s as %s in %.1f s", config.path, adapter_cls.family, device,
              dtype, time.perf_counter() - started)
-    return LVLMBackend(adapter_cls(model, processor), config, fingerprint)
+    return LVLMBackend(adapter_cls(model, processor, config.max_image_tokens), config,
+                       fingerprint)

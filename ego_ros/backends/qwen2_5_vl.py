@@ -24,8 +24,8 @@ class Qwen25VLAdapter(FamilyAdapter):
     model_types = ("qwen2_5_vl", "qwen2_vl")
     uses_3d_positions = True
 
-    def __init__(self, model, processor) -> None:
-        super().__init__(model, processor)
+    def __init__(self, model, processor, max_image_tokens: int | None = None) -> None:
+        super().__init__(model, processor, max_image_tokens)
         cfg = model.config
         self.merge = int(cfg.vision_config.spatial_merge_size)
         self.tokens_per_second = float(getattr(cfg.vision_config, "tokens_per_second", 1) or 1)
@@ -45,7 +45,8 @@ class Qwen25VLAdapter(FamilyAdapter):
         return f"<|vision_start|>{pad}<|vision_end|>"
 
     def encode_images(self, images: Sequence[np.ndarray]) -> list[Visual]:
-        proc = self.processor.image_processor(images=list(images), return_tensors="pt")
+        proc = self.processor.image_processor(images=list(images), return_tensors="pt",
+                                              **self._size(self.processor.image_processor))
         device = next(self.model.parameters()).device
         pixel_values = proc["pixel_values"].to(device)
         grid_thw = proc["image_grid_thw"].to(device)  # [n, 3] in patches
@@ -61,7 +62,8 @@ class Qwen25VLAdapter(FamilyAdapter):
         h, w = frames[0].shape[:2]
         video = np.stack([f if f.shape[:2] == (h, w) else _resize(f, w, h) for f in frames])
         proc = self.processor.video_processor(videos=[video], return_tensors="pt",
-                                              do_sample_frames=False)
+                                              do_sample_frames=False,
+                                              **self._size(self.processor.video_processor))
         device = next(self.model.parameters()).device
         pixel_values = proc["pixel_values_videos"].to(device)
         grid_thw = proc["video_grid_thw"].to(device)
@@ -71,6 +73,18 @@ class Qwen25VLAdapter(FamilyAdapter):
         interval = self.tokens_per_second * temporal_patch / fps
         return [Visual.full_grid(feats[0], (t, gh // self.merge, gw // self.merge), "video",
                                  interval)]
+
+    def _size(self, processor) -> dict:
+        """Processor ``size`` capping one image at ``max_image_tokens`` LLM tokens (each is a
+        merged ``(patch * merge)^2`` pixel block); empty to keep the checkpoint's limit."""
+        if self.max_image_tokens is None:
+            return {}
+        size = dict(processor.size)
+        block = (int(processor.patch_size) * self.merge) ** 2
+        size["longest_edge"] = min(int(size.get("longest_edge") or 1 << 62),
+                                   self.max_image_tokens * block)
+        size["shortest_edge"] = min(int(size.get("shortest_edge") or 0), size["longest_edge"])
+        return {"size": size}
 
     def visual_positions(self, block: Visual, start: int) -> tuple[torch.Tensor, int]:
         coords = block.coords  # [N, 3]

@@ -30,6 +30,9 @@ def add_model_options(parser: argparse.ArgumentParser, required: bool = True) ->
     parser.add_argument("--device", default="auto",
                         help="auto, cpu, cuda or cuda:N; asking for CUDA without a GPU is an "
                              "error (default: %(default)s)")
+    parser.add_argument("--max-image-tokens", type=int, default=None, metavar="N",
+                        help="cap on one image's visual tokens (Qwen2.5-VL's dynamic "
+                             "resolution); default: the checkpoint's own limit")
 
 
 def add_store_option(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +56,8 @@ def backend_config(args: argparse.Namespace) -> Any:
 
     path = check_model_dir(args.model)
     try:
-        return BackendConfig(path, family=args.family, dtype=args.dtype, device=args.device)
+        return BackendConfig(path, family=args.family, dtype=args.dtype, device=args.device,
+                             max_image_tokens=getattr(args, "max_image_tokens", None))
     except ValueError as exc:
         raise CliError(str(exc)) from exc
 

@@ -65,6 +65,7 @@ class WorkerConfig:
     family: str = "auto"
     dtype: str = "auto"
     device: str = "auto"
+    max_image_tokens: int = 0  # 0 = the checkpoint's own limit
     max_in_context: int = 10
     max_new_tokens: int = 48
     threshold: float = 0.5
@@ -111,7 +112,8 @@ def build_engine(config: WorkerConfig) -> Any:
         log.warning("no --model given: serving the embedded tiny model %s (random weights, "
                     "meaningless outputs)", model)
     backend = load_backend(BackendConfig(model, family=config.family, dtype=config.dtype,
-                                         device=config.device))
+                                         device=config.device,
+                                         max_image_tokens=config.max_image_tokens or None))
     store = MemoryStore(config.store, backend.fingerprint)
     engine_config = EngineConfig(thresholds=Thresholds(default=config.threshold),
                                  max_in_context=config.max_in_context,
@@ -187,6 +189,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto, float32, bfloat16 or float16 (default: auto)")
     parser.add_argument("--device", default="auto",
                         help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--max-image-tokens", type=int, default=0,
+                        help="cap on one image's visual tokens (Qwen2.5-VL); 0 = the "
+                             "checkpoint's own limit (default)")
     parser.add_argument("--max-in-context", type=int, default=10,
                         help="most concepts in one context (default: %(default)s)")
     parser.add_argument("--max-new-tokens", type=int, default=48,
@@ -232,7 +237,9 @@ def generate_keys(directory: Path, name: str) -> tuple[Path, Path]:
 
 def config_from_args(args: argparse.Namespace) -> WorkerConfig:
     return WorkerConfig(model=args.model, store=args.store, bind=args.bind, family=args.family,
-                        dtype=args.dtype, device=args.device, max_in_context=args.max_in_context,
+                        dtype=args.dtype, device=args.device,
+                        max_image_tokens=args.max_image_tokens,
+                        max_in_context=args.max_in_context,
                         max_new_tokens=args.max_new_tokens, threshold=args.threshold,
                         max_pending=args.max_pending, allow_nonlocal=args.allow_nonlocal,
                         curve_secret=args.curve_secret, curve_clients=args.curve_clients)
