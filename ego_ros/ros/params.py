@@ -99,6 +99,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               read_only=True, choices=("auto", "float32", "bfloat16", "float16")),
     ParamSpec("model.device", "auto", "auto, cpu, cuda or cuda:N; auto = cuda when available.",
               read_only=True),
+    ParamSpec("model.max_image_tokens", 0, "Cap on the visual tokens of one image or frame "
+              "pair for dynamic-resolution families (Qwen2.5-VL); 0 keeps the checkpoint's own "
+              "limit.", read_only=True, low=0, high=100000),
     ParamSpec("store.dir", "~/.ego_ros/store", "Folder of the concept memories (created if "
               "missing). Unused when engine.endpoint is set.", read_only=True),
     ParamSpec("image.compressed", False, "Subscribe to image/compressed "
@@ -288,7 +291,8 @@ def settings_from_parameters(values: Mapping[str, Any]) -> NodeSettings:
             path, tiny = str(ensure_tiny_model(TINY_FAMILY)), True
         family = v["model.family"]
         backend = BackendConfig(Path(path), family=family, dtype=v["model.dtype"],
-                                device=v["model.device"])
+                                device=v["model.device"],
+                                max_image_tokens=v["model.max_image_tokens"] or None)
     store = v["store.dir"].strip()
     if not store and not endpoint:
         raise ValueError("store.dir is empty; give a folder for the concept memories")
