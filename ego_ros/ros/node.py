@@ -54,16 +54,14 @@ from ego_interfaces.msg import Answer, ConceptDetection, Recognition
 from ego_interfaces.srv import Ask, ForgetConcept, IntroduceConcept, ListConcepts
 from ego_ros.backends.base import BackendError
 from ego_ros.core.engine import EngineBusy, UnknownConcept
-from ego_ros.core.names import InvalidConceptName, validate_concept_name
-from ego_ros.core.overlay import draw_selection_overlay
+from ego_ros.core.names import InvalidConceptName
 from ego_ros.core.store import StoreError
-from ego_ros.core.types import IntroduceResult, RecognitionResult
+from ego_ros.core.types import RecognitionResult
 from ego_ros.ros.convert import (
     ImageConversionError,
     compressed_msg_to_rgb,
     image_msg_to_rgb,
     ns_to_stamp,
-    rgb_to_image_msg,
     stamp_to_ns,
 )
 from ego_ros.ros.diagnostics import (
@@ -83,6 +81,8 @@ from ego_ros.ros.params import (
     settings_from_parameters,
     stream_settings,
 )
+from ego_ros.ros.services import LOG_THROTTLE_S as _THROTTLE_S
+from ego_ros.ros.services import ServicesMixin
 from ego_ros.serving.rpc import RemoteError, WorkerUnavailable
 from ego_ros.stream import Frame, FrameBuffer, LatestSlot, sample_clip
 
@@ -94,7 +94,6 @@ OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
 OVERLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
-_THROTTLE_S = 5.0
 # RemoteError types whose message is already written for a person.
 _PLAIN_REMOTE = {"UnknownConcept", "InvalidConceptName", "ValueError", "KeyError",
                  "ConceptNotFound"}
@@ -106,9 +105,10 @@ class _ClipJob:
     sampled_at: float  # time.perf_counter() at sampling
 
 
-class EgoNode(Node):
+class EgoNode(ServicesMixin, Node):
     """The Ego perception node; ``kwargs`` go to ``rclpy.node.Node`` (context, namespace,
-    parameter_overrides, ...). Raises ValueError (bad parameters) or BackendError (model)."""
+    parameter_overrides, ...). Raises ValueError (bad parameters) or BackendError (model).
+    The service callbacks come from :class:`~ego_ros.ros.services.ServicesMixin`."""
 
     def __init__(self, node_name: str = "ego_node", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
@@ -408,7 +408,7 @@ class EgoNode(Node):
                            clip_end=header.stamp, num_frames=len(job.frames), concepts=concepts,
                            caption=result.caption, latency_ms=float(result.latency_ms))
 
-    # -- services (reentrant group: may run concurrently) ----------------------------------
+    # -- engine errors and frame freshness (clip loop, services, diagnostics) --------------
     def _explain(self, exc: BaseException, what: str) -> str:
         """A message a person can act on for a failed engine call."""
         if isinstance(exc, WorkerUnavailable):
@@ -429,12 +429,6 @@ class EgoNode(Node):
                                 throttle_duration_sec=_THROTTLE_S)
         return f"{what} failed: {type(exc).__name__}: {exc}"
 
-    def _recent_frames(self, count: int, max_age_s: float) -> list[Frame]:
-        now_ns = self.get_clock().now().nanoseconds
-        fresh = [f for f in self._buffer.latest(count)
-                 if now_ns - f.received_ns <= max_age_s * 1e9]
-        return fresh
-
     def _no_frames(self, max_age_s: float) -> str:
         age = self._input_rate.age()
         topic = self._image_sub.topic_name
@@ -443,127 +437,6 @@ class EgoNode(Node):
                     "the topic remapping, or send images in the request")
         return (f"no camera frame received in the last {max_age_s:.1f} s on {topic} (the last "
                 f"one arrived {age:.1f} s ago, or none converted); is the camera publishing?")
-
-    def _on_introduce_concept(self, request: IntroduceConcept.Request,
-                              response: IntroduceConcept.Response) -> IntroduceConcept.Response:
-        response.success = False
-        try:
-            name = validate_concept_name(request.name)
-        except InvalidConceptName as exc:
-            response.message = str(exc)
-            return response
-        stream = self._stream
-        if request.images:
-            images, headers = [], []
-            for index, msg in enumerate(request.images):
-                try:
-                    images.append(image_msg_to_rgb(msg))
-                except Exception as exc:  # ImageConversionError, or a converter bug
-                    reason = str(exc) if isinstance(exc, ImageConversionError) else (
-                        f"unexpected {type(exc).__name__}: {exc}")
-                    response.message = (f"image {index} of {len(request.images)} in the "
-                                        f"request cannot be used: {reason}")
-                    return response
-                headers.append(msg.header)
-        else:
-            frames = self._recent_frames(request.num_frames or stream.introduce_num_frames,
-                                         stream.introduce_max_age_s)
-            if not frames:
-                response.message = self._no_frames(stream.introduce_max_age_s)
-                return response
-            images = [f.rgb for f in frames]
-            headers = [Header(stamp=ns_to_stamp(f.stamp_ns), frame_id=f.frame_id)
-                       for f in frames]
-        try:
-            result = self._service_engine.introduce(name, images, replace=bool(request.replace))
-        except Exception as exc:
-            response.message = f"could not introduce {name!r}: {self._explain(exc, 'introduce')}"
-            return response
-        response.success = True
-        response.num_tokens, response.num_views = result.num_tokens, result.num_views
-        response.keywords = [", ".join(k) for k in result.keywords]
-        response.area_percent = float(np.mean(result.area_percent)) if result.area_percent \
-            else 0.0
-        response.message = (f"learned {result.name!r} from {len(images)} view(s) in "
-                             f"{result.elapsed_s:.1f} s: {result.num_tokens} memory tokens over "
-                             f"{result.num_views} stored view(s)")
-        self.get_logger().info(response.message)
-        self._publish_overlays(images, headers, result)
-        return response
-
-    def _publish_overlays(self, images: list[np.ndarray], headers: list[Header],
-                          result: IntroduceResult) -> None:
-        """Publish the selected patches over each reference view (best effort: the concept is
-        already learned, so a failure here is logged and never fails the service call)."""
-        for image, header, selected in zip(images, headers, result.selected):
-            try:
-                overlay = draw_selection_overlay(image, selected["indices"],
-                                                 tuple(selected["grid"]))  # [H, W, 3]
-                self._overlay_pub.publish(rgb_to_image_msg(overlay, "rgb8", header))
-            except Exception as exc:  # KeyError/ValueError on odd selections, or any bug
-                self.get_logger().warning(
-                    f"no overlay for {result.name!r}: {type(exc).__name__}: {exc}",
-                    throttle_duration_sec=_THROTTLE_S)
-
-    def _on_ask(self, request: Ask.Request, response: Ask.Response) -> Ask.Response:
-        response.success = False
-        question = request.question.strip()
-        if not question:
-            response.message = "the question is empty; ask something about the camera view"
-            return response
-        frames = self._sample()
-        if frames is None:
-            response.message = self._no_frames(self._stream.clip.max_age_s)
-            return response
-        try:
-            answer = self._service_engine.ask(question, [f.rgb for f in frames], clip=True,
-                                              concepts=list(request.concepts) or None)
-        except Exception as exc:
-            response.message = f"could not answer: {self._explain(exc, 'ask')}"
-            return response
-        response.success = True
-        response.answer = answer.answer
-        response.message = (f"answered about a clip of {len(frames)} frame(s) in "
-                            f"{answer.latency_ms:.0f} ms")
-        return response
-
-    def _on_list_concepts(self, request: ListConcepts.Request,
-                          response: ListConcepts.Response) -> ListConcepts.Response:
-        try:
-            infos = self._service_engine.concepts()
-        except Exception as exc:
-            response.success = False
-            response.message = f"could not list the concepts: {self._explain(exc, 'list_concepts')}"
-            self.get_logger().error(f"list_concepts: {response.message}")
-            return response
-        response.success = True
-        response.message = f"{len(infos)} concept(s)"
-        response.names = [c.name for c in infos]
-        response.num_tokens = [int(c.num_tokens) for c in infos]
-        response.num_views = [int(c.num_views) for c in infos]
-        return response
-
-    def _on_forget_concept(self, request: ForgetConcept.Request,
-                           response: ForgetConcept.Response) -> ForgetConcept.Response:
-        response.success = False
-        if not request.name.strip():
-            response.message = "the concept name is empty; call ~/list_concepts for the names"
-            return response
-        try:  # the same canonical form introduce_concept stored it under
-            name = validate_concept_name(request.name)
-        except InvalidConceptName as exc:
-            response.message = f"{exc}; call ~/list_concepts for the names"
-            return response
-        try:
-            forgotten = self._service_engine.forget(name)
-            known = [] if forgotten else [c.name for c in self._service_engine.concepts()]
-        except Exception as exc:
-            response.message = f"could not forget {name!r}: {self._explain(exc, 'forget')}"
-            return response
-        response.success = bool(forgotten)
-        response.message = (f"forgot {name!r}" if forgotten else
-                            f"no concept named {name!r}; known: {', '.join(known) or 'none'}")
-        return response
 
     # -- diagnostics -----------------------------------------------------------------------
     def _on_diagnostics_timer(self) -> None:
