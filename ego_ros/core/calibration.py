@@ -34,9 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ego_ros.core.introduce import default_layers
+from ego_ros.core.introduce import default_layers, image_prefix, keyword_attention
 from ego_ros.core.memory import ModelFingerprint
-from ego_ros.core.parsing import keyword_token_mask
 from ego_ros.core.prompts import prompts_for
 from ego_ros.core.selection import importance_from_attention
 from ego_ros.core.store import atomic_write_bytes
@@ -130,34 +129,12 @@ def mask_to_token_mask(mask: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
 
 def _capture_rows(backend, visual, max_new_tokens: int) -> dict[int, torch.Tensor]:
     """Per layer, the keyword rows of the "describe the object" answer over the image's tokens
-    (``[H, N_w, N_r]``) for an encoded image ``visual``. Mirrors ``introduce_view``: prefill the
-    prefix up to the image, then decode with a capture on every layer."""
-    prompts = prompts_for(backend.family)
-    segments = backend.render("<ego:img>" + prompts.calibration, {"img": visual})
-    split = next(i for i, seg in enumerate(segments) if seg is visual) + 1
-    prefix = backend.embed(segments[:split])
-    _, state = backend.forward(prefix, None)
-    span = prefix.visual_spans[-1]
+    (``[H, N_w, N_r]``) for an encoded image ``visual``: introduction's own capture, on every
+    layer."""
+    state, span, (question,) = image_prefix(backend, visual,
+                                            [prompts_for(backend.family).calibration])
     layers = list(range(backend.num_layers))
-    capture = backend.attention_capture(layers, torch.arange(*span))
-    gen = backend.generate(segments[split:], state, max_new_tokens=max_new_tokens,
-                           capture=capture)
-    if not gen.token_ids:
-        # The answer ended at once: rank with the query that produced it, the last prompt
-        # position (the generation prompt), by re-running the question with its row captured.
-        log.warning("the model answered nothing; using the last prompt token's attention")
-        question = backend.embed(segments[split:], start_pos=state.next_pos)
-        last = torch.tensor([question.embeds.shape[1] - 1])
-        capture = backend.attention_capture(layers, torch.arange(*span), query_rows=last)
-        with capture:
-            backend.forward(question, state, keep_state=False)
-        return {layer: capture.stacked(layer) for layer in layers}
-    keep = keyword_token_mask(backend.token_strings(gen.token_ids), backend.special_tokens)
-    keyword_rows = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long)
-    if keyword_rows.numel() == 0:
-        log.warning("no keyword tokens in %r; using all generated tokens", gen.text)
-        keyword_rows = torch.arange(len(gen.token_ids))
-    return {layer: capture.stacked(layer)[:, keyword_rows, :] for layer in layers}
+    return keyword_attention(backend, question, state, span, layers, max_new_tokens).rows
 
 
 def _overlaps(backend, image: np.ndarray, mask: np.ndarray, k_ratio: float,

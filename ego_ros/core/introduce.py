@@ -79,59 +79,90 @@ class ViewTrace:
     visual_span: tuple[int, int]
 
 
+@dataclass
+class KeywordAttention:
+    """What one answer's keywords attended to in the image (paper Eq. 3 input).
+
+    rows: per layer, ``[H, N_w, N_r]`` attention of the keyword tokens over the image tokens.
+    keyword_rows: which generated tokens those are (empty when none was generated and the
+    last prompt token stood in for them).
+    """
+
+    rows: dict[int, torch.Tensor]
+    generated_ids: list[int]
+    keyword_rows: torch.Tensor
+    text: str
+    prompt_length: int
+
+
+def image_prefix(backend, visual, questions: Sequence[str]):
+    """Prefill the chat prefix up to and including the image ``visual`` once, for several
+    questions about it: ``(state, visual span, [question segments after the image])``."""
+    rendered = [backend.render("<ego:img>" + q, {"img": visual}) for q in questions]
+    split = next(i for i, seg in enumerate(rendered[0]) if seg is visual) + 1
+    prefix = backend.embed(rendered[0][:split])
+    _, state = backend.forward(prefix, None)
+    return state, prefix.visual_spans[-1], [segments[split:] for segments in rendered]
+
+
+def keyword_attention(backend, question: list, state, span: tuple[int, int],
+                      layers: Sequence[int], max_new_tokens: int) -> KeywordAttention:
+    """Answer ``question`` after ``state`` and capture, at ``layers``, the attention of the
+    answer's keyword tokens over the image tokens at ``span`` (punctuation, template and
+    special tokens dropped; all generated tokens when no keyword survives). When the model
+    answers nothing at all, the last prompt token (the one that produced the empty answer)
+    stands in for the keywords."""
+    visual_index = torch.arange(*span)
+    capture = backend.attention_capture(layers, visual_index)
+    gen = backend.generate(question, state, max_new_tokens=max_new_tokens, capture=capture)
+    if not gen.token_ids:
+        log.warning("the model answered nothing; ranking with the last prompt token's attention")
+        emb = backend.embed(question, start_pos=state.next_pos)
+        last = torch.tensor([emb.embeds.shape[1] - 1])
+        capture = backend.attention_capture(layers, visual_index, query_rows=last)
+        with capture:
+            backend.forward(emb, state, keep_state=False)
+        return KeywordAttention({layer: capture.stacked(layer) for layer in layers}, [],
+                                torch.zeros(0, dtype=torch.long), "", gen.prompt_length)
+    keep = keyword_token_mask(backend.token_strings(gen.token_ids), backend.special_tokens)
+    rows = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long)
+    if rows.numel() == 0:
+        log.warning("no keyword tokens in %r; ranking with all generated tokens", gen.text)
+        rows = torch.arange(len(gen.token_ids))
+    return KeywordAttention({layer: capture.stacked(layer)[:, rows, :] for layer in layers},
+                            gen.token_ids, rows, gen.text, gen.prompt_length)
+
+
 def introduce_view(backend, image: np.ndarray, layers: Sequence[int],
                    config: IntroduceConfig = IntroduceConfig()) -> ViewTrace:
     """Select the memory tokens of one reference view (RGB uint8 ``[H, W, 3]``)."""
     prompts = prompts_for(backend.family)
     visual = backend.encode_images([image])[0]
-    t, rows, cols = visual.grid
+    _, rows, cols = visual.grid
     # One prefix for both questions: everything up to and including the image.
-    area_segments = backend.render("<ego:img>" + prompts.area, {"img": visual})
-    kw_segments = backend.render("<ego:img>" + prompts.keywords, {"img": visual})
-    split = next(i for i, seg in enumerate(kw_segments) if seg is visual) + 1
-    prefix = backend.embed(kw_segments[:split])
-    _, state = backend.forward(prefix, None)
-    span = prefix.visual_spans[-1]
-
-    area_gen = backend.generate(area_segments[split:], state,
-                                max_new_tokens=config.area_max_new_tokens)
+    state, span, (area_q, keywords_q) = image_prefix(backend, visual,
+                                                     [prompts.area, prompts.keywords])
+    area_gen = backend.generate(area_q, state, max_new_tokens=config.area_max_new_tokens)
     alpha = parse_area_percent(area_gen.text)
-
-    capture = backend.attention_capture(layers, torch.arange(*span))
-    kw_gen = backend.generate(kw_segments[split:], state,
-                              max_new_tokens=config.keywords_max_new_tokens, capture=capture)
-    mask = keyword_token_mask(backend.token_strings(kw_gen.token_ids), backend.special_tokens)
-    keyword_rows = torch.tensor([i for i, keep in enumerate(mask) if keep], dtype=torch.long)
+    attention = keyword_attention(backend, keywords_q, state, span, layers,
+                                  config.keywords_max_new_tokens)
     num_visual = span[1] - span[0]
-    if keyword_rows.numel() > 0:
-        rows_per_layer = [capture.stacked(layer)[:, keyword_rows, :] for layer in layers]
-        importance = importance_from_attention(rows_per_layer, torch.arange(num_visual))
-    else:
-        # No keyword survived (e.g. the model answered only punctuation): fall back to all
-        # generated tokens, or uniform importance when nothing was generated; logged.
-        if kw_gen.token_ids:
-            log.warning("no keyword tokens in %r; ranking with all generated tokens",
-                        kw_gen.text)
-            rows_per_layer = [capture.stacked(layer) for layer in layers]
-            importance = importance_from_attention(rows_per_layer, torch.arange(num_visual))
-        else:
-            log.warning("the model generated no keywords; the memory keeps the first tokens "
-                        "of the view (uniform importance)")
-            importance = torch.ones(num_visual)
+    importance = importance_from_attention([attention.rows[layer] for layer in layers],
+                                           torch.arange(num_visual))  # [N_r], Eq. 3
     k, defaulted = config.selection.memory_size(alpha, num_visual)
     indices = select_tokens(importance, k)
-    keywords = clean_keywords(kw_gen.text)
     selection = ViewSelection(
         tokens=visual.tokens[indices.to(visual.tokens.device)].detach().cpu().clone(),
         indices=indices.cpu(),
         grid=(rows, cols),
-        keywords=keywords,
+        keywords=clean_keywords(attention.text),
         area_percent=config.selection.default_area_percent if alpha is None else alpha,
         area_defaulted=defaulted,
     )
-    kw_ids = [kw_gen.token_ids[i] for i in keyword_rows.tolist()]
-    return ViewTrace(selection, importance, kw_ids, keyword_rows, kw_gen.token_ids,
-                     area_gen.text, kw_gen.text, kw_gen.prompt_length, span)
+    kw_ids = [attention.generated_ids[i] for i in attention.keyword_rows.tolist()]
+    return ViewTrace(selection, importance, kw_ids, attention.keyword_rows,
+                     attention.generated_ids, area_gen.text, attention.text,
+                     attention.prompt_length, span)
 
 
 def introduce_concept(backend, name: str, images: Sequence[np.ndarray], layers: Sequence[int],
