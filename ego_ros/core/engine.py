@@ -114,7 +114,11 @@ class _Query:
     content: str  # prompt text with <ego:q...> sentinels, up to the last one
     after: str  # prompt text between the last query block and the task
     visuals: dict
-    tokens: torch.Tensor  # [N, D] all query visual tokens (for retrieval)
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """All query visual tokens ``[N, D]``, on the model's device (retrieval only)."""
+        return torch.cat([b.tokens for b in self.blocks])
 
 
 class EgoEngine:
@@ -252,9 +256,8 @@ class EgoEngine:
             parts = [f"Frame{i + 1}: <ego:q{i}>" for i in range(len(blocks))]
             content = self.prompts.query_clip.replace("<ego:query>", "".join(parts))
             visuals = {f"q{i}": b for i, b in enumerate(blocks)}
-        tokens = torch.cat([b.tokens for b in blocks]).float().cpu()  # [N, D]
         cut = content.rindex(">") + 1  # the end of the last sentinel
-        return _Query(blocks, content[:cut], content[cut:], visuals, tokens)
+        return _Query(blocks, content[:cut], content[cut:], visuals)
 
     def _select_concepts(self, query: _Query, restrict: Sequence[str] | None) -> list[str]:
         if restrict:
