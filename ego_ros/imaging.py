@@ -58,13 +58,15 @@ SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
 
 
 
-def raw_to_rgb(msg: Any) -> np.ndarray:
+def raw_to_rgb(msg: Any, flat: np.ndarray | None = None) -> np.ndarray:
     """Decode a ``sensor_msgs/Image`` (rclpy or rosbags) into a fresh ``[H, W, 3] uint8`` RGB
-    array; :class:`ImageConversionError` for an unknown encoding or a malformed message."""
+    array; :class:`ImageConversionError` for an unknown encoding or a malformed message.
+    ``flat`` is the data as :func:`validated_bytes` returned it, when the caller checked it."""
     encoding = str(msg.encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    flat = validated_bytes(msg, encoding, height, width, step, False)  # [N] uint8
-    spec = _ENCODINGS[encoding]  # known: checked by _validated_bytes
+    if flat is None:
+        flat = validated_bytes(msg, encoding, height, width, step, False)  # [N] uint8
+    spec = _ENCODINGS[encoding]  # known: checked by validated_bytes
     rows = flat[: step * height].reshape(height, step)  # [H, step], zero-copy view
     pixels = rows[:, : width * spec.bytes_per_pixel]  # [H, W * bpp], rows may be strided
     if encoding in ("mono16", "16UC1"):

@@ -61,3 +61,15 @@ def scene_image(seed: int = 0, size: tuple[int, int] = (224, 224)) -> np.ndarray
 def make_scene():
     """``make_scene(seed=0, size=(224, 224))`` -> a deterministic RGB test image."""
     return scene_image
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from several threads, and on a busy shared CPU spinning thread
+    pools make them several times slower; restore the setting for other test files."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

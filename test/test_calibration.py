@@ -33,14 +33,7 @@ FP = ModelFingerprint("qwen2_5_vl", 64, "ab" * 32)
 OTHER_FP = ModelFingerprint("qwen2_5_vl", 64, "cd" * 32)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from several threads, and on a busy shared CPU spinning thread
-    pools make them several times slower; restore the setting for other test files."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------ masks -> tokens

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ego_ros.cli.main import main
 from ego_ros.core.calibration import load_calibration, synthetic_calibration_set
@@ -27,14 +26,7 @@ INTRODUCE_KEYS = {"name", "num_tokens", "num_views", "keywords", "area_percent",
                   "area_defaulted", "layers", "layers_source", "elapsed_s"}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from several threads, and on a busy shared CPU spinning thread
-    pools make them several times slower; restore the setting for other test files."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cli(*args: str, cache: Path) -> subprocess.CompletedProcess:

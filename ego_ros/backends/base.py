@@ -146,9 +146,6 @@ class KVState:
     length: int
     next_pos: int
 
-    def nbytes(self) -> int:
-        return sum(k.numel() * k.element_size() * 2 for k, _ in self.kv)
-
 
 @dataclass
 class Embedded:
@@ -164,9 +161,7 @@ class Embedded:
 class Generation:
     token_ids: list[int]
     text: str
-    first_logits: torch.Tensor  # [V] float32, logits of the first generated token
     prompt_length: int  # tokens in the cache before the first generated token
-    state: KVState | None = None
 
 
 class FamilyAdapter:
@@ -479,7 +474,7 @@ class LVLMBackend:
         token's attention rows are recorded when it is fed back (the same rows a full
         forward pass over prompt + answer would give); one extra step feeds the last token."""
         logits, cur = self.prefill(segments, state)
-        first, prompt_length = logits.clone(), cur.length
+        prompt_length = cur.length
         out: list[int] = []
         for step in range(max_new_tokens):
             token = int(torch.argmax(logits))
@@ -496,7 +491,7 @@ class LVLMBackend:
             else:
                 logits, cur = self.forward(emb, cur)
         text = self.tokenizer.decode(out, skip_special_tokens=True)
-        return Generation(out, text, first, prompt_length, cur)
+        return Generation(out, text, prompt_length)
 
     def attention_capture(self, layers: Sequence[int], visual_index: torch.Tensor,
                           query_rows: torch.Tensor | None = None) -> AttentionCapture:

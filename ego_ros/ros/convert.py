@@ -72,7 +72,7 @@ def image_msg_to_rgb(msg: Image, *, prefer_cv_bridge: bool = True) -> np.ndarray
     flat = validated_bytes(msg, encoding, height, width, step, bridge is not None)  # [N] uint8
     if bridge is not None:
         return _via_cv_bridge(bridge, msg, flat)
-    return raw_to_rgb(msg)
+    return raw_to_rgb(msg, flat)  # already validated: no second pass over the message
 
 
 def _via_cv_bridge(bridge: tuple[Any, type], msg: Image, flat: np.ndarray) -> np.ndarray:
