@@ -249,6 +249,44 @@ def test_batched_scores_equal_one_question_at_a_time(backend, tmp_path, make_sce
             c.score, abs=1e-5)
 
 
+@pytest.mark.parametrize("wording", [None, "{name}: is it in the query? Answer yes or no.",
+                                     "Is {name} in the query? Answer yes or no."])
+def test_shared_question_trunk_changes_no_score(backend, tmp_path, make_scene, wording):
+    """The words all per-concept questions share run once (the trunk) and each concept's own
+    rest branches from them; every score must equal the question asked alone, whatever the
+    wording (name last, name first, name in the middle), in the one-pass tree and in batches,
+    and with a single concept (which keeps a one-token branch)."""
+    from dataclasses import replace
+
+    from ego_ros.core.scoring import yes_no_score
+
+    store = MemoryStore(tmp_path / "t", backend.fingerprint)
+    tree = EgoEngine(backend, store)
+    for i, name in enumerate(["Bo", "my red mug", "Anna's old leather bag"]):
+        tree.introduce(name, [make_scene(40 + i)])
+    batched = EgoEngine(backend, store, EngineConfig(score_batch=2))
+    frame = [make_scene(50)]
+    for eng in (tree, batched):
+        if wording is not None:
+            eng.prompts = replace(eng.prompts, recognize_one=wording)
+    query = tree._encode_query(frame, False)
+    trunk, branches = tree._questions(query, tree._select_concepts(query, None))
+    if wording is None:  # the default puts the name last: a branch is "name?" + turn change
+        assert trunk.numel() >= 5
+        assert backend.tokenizer.decode(branches[0]).startswith(" Anna's old leather bag?")
+    one_trunk, one = tree._questions(query, ["Bo"])
+    assert len(one) == 1 and one[0].numel() == 1 and one_trunk.numel() > trunk.numel()
+    for eng in (tree, batched):
+        for subset in (None, ["my red mug"]):
+            result = eng.recognize(frame, concepts=subset)
+            assert result.concepts
+            for c in result.concepts:
+                task = eng.prompts.recognize_one.format(name=c.name)
+                logits = eng.next_token_logits(frame, task, concepts=subset)
+                alone = yes_no_score(logits, eng._yes, eng._no)
+                assert c.score == pytest.approx(float(alone), abs=1e-5)
+
+
 def test_caption_inside_recognition_equals_the_caption_task(engine, make_scene):
     """recognize(caption=True) reuses the query state; the caption must be the same text the
     caption task gives on its own (same prompt tokens, same greedy decode)."""

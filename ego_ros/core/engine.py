@@ -370,8 +370,9 @@ class EgoEngine:
             query, names, state, query_part, _ = self._prefixed(frames, clip, concepts, "")
             if (mode == "per-concept" and not caption and names
                     and len(names) <= self.config.score_batch):
-                tails = self._question_tails(query, names)
-                logits = self.backend.prefill_tree(query_part, tails, state)  # [N, V]
+                trunk, branches = self._questions(query, names)
+                logits = self.backend.prefill_tree(query_part + [trunk], branches,
+                                                   state)  # [N, V]
                 results = [self._decide(n, row) for n, row in zip(names, logits)]
                 return RecognitionResult(results, names, mode, "",
                                          (time.perf_counter() - started) * 1000.0)
@@ -426,18 +427,34 @@ class EgoEngine:
     def _score_all(self, query: _Query, names: Sequence[str], state) -> list[ConceptScore]:
         """One yes/no question per concept, all continuing the same [memories + query] state,
         scored in batches of ``score_batch`` rows."""
+        trunk, branches = self._questions(query, names)
+        if trunk.numel():
+            _, state = self.backend.prefill([trunk], state)  # the words every question shares
         out: list[ConceptScore] = []
         step = self.config.score_batch
         for lo in range(0, len(names), step):
-            chunk = names[lo:lo + step]
-            logits = self.backend.prefill_batch(self._question_tails(query, chunk), state)
-            out += [self._decide(name, row) for name, row in zip(chunk, logits)]  # [n, V]
+            logits = self.backend.prefill_batch(branches[lo:lo + step], state)  # [n, V]
+            out += [self._decide(name, row) for name, row in zip(names[lo:lo + step], logits)]
         return out
 
-    def _question_tails(self, query: _Query, names: Sequence[str]) -> list[torch.Tensor]:
-        """Token ids of each concept's yes/no question as it follows the query."""
-        return [torch.cat(self._task_tail(query, self.prompts.recognize_one.format(name=n)))
+    def _questions(self, query: _Query, names: Sequence[str]
+                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Each concept's yes/no question as it follows the query, split into the tokens
+        all questions share (the trunk, run once) and each question's own rest (a branch).
+
+        The split is the longest common token prefix of the fully rendered questions, so
+        trunk + branch is token for token the question asked alone, whatever the wording;
+        every branch keeps at least one token. The default wording ends with the name
+        ("Answer yes or no. Does the query show {name}?"), so a branch is only the name, the
+        question mark and the chat template's turn change."""
+        full = [torch.cat(self._task_tail(query, self.prompts.recognize_one.format(name=n)))
                 for n in names]
+        shortest = min(int(t.numel()) for t in full)
+        first = full[0]
+        shared = 0
+        while shared < shortest - 1 and all(int(t[shared]) == int(first[shared]) for t in full):
+            shared += 1
+        return first[:shared], [t[shared:] for t in full]
 
     def _decide(self, name: str, logits: torch.Tensor) -> ConceptScore:
         """Score and decision of one concept from its first answer token's logits ``[V]``."""

@@ -27,7 +27,9 @@ class Prompts:
     memory_item: str = "{name}: <ego:{key}>\n"
     query_image: str = "Query image: <ego:query>\n"
     query_clip: str = "Query video: <ego:query>\n"
-    recognize_one: str = "Is {name} in the query? Answer yes or no."
+    # The name comes last: the engine runs the words all per-concept questions share once
+    # and only "{name}?" + the turn change per concept (EgoEngine._questions).
+    recognize_one: str = "Answer yes or no. Does the query show {name}?"
     recognize_joint: str = ("Which of these are in the query: {names}? "
                             "Answer with their names separated by commas, or none.")
     caption: str = ("Write a short caption of the query. "
