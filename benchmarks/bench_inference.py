@@ -5,6 +5,10 @@ reference images in context, across 1 to 1,000 stored concepts, with and without
     .venv/bin/python benchmarks/bench_inference.py --quick --json     # a fast smoke run
     .venv/bin/python benchmarks/bench_inference.py --model ~/models/Qwen2.5-VL-7B-Instruct \\
         --device cuda --dtype bfloat16
+    .venv/bin/python benchmarks/bench_inference.py --size qwen2.5-vl-7b --device cuda \\
+        --dtype bfloat16                     # a real model's shapes, random weights, no files
+    .venv/bin/python benchmarks/bench_inference.py --size qwen2.5-vl-3b --depth-divisor 4 \\
+        --variants plain,ego_per_concept_10 --sizes none   # the same balance, on a CPU
 
 Every number that enters a ratio is measured in the same run, interleaved round by round,
 as the median of --repeats timings after --warmup untimed rounds. Variants (same query frame):
@@ -52,6 +56,24 @@ log = logging.getLogger("bench_inference")
 FAMILIES = ("qwen2_5_vl", "internvl")
 NAMES = ("my mug", "Anna", "my backpack", "Bob", "my keys", "Luna", "my laptop", "Max",
          "my plant", "my bike")
+VARIANTS = ("plain", "ego_per_concept_10", "ego_per_concept_10_no_reuse",
+            "ego_per_concept_10_unbatched", "ego_one_question_10", "ego_one_question_10_no_reuse",
+            "ego_one_concept", "ego_joint_10_first_token", "reference_images_10")
+# ratio name: (numerator variant, denominator variant)
+RATIOS = {
+    "overhead_per_concept_10": ("ego_per_concept_10", "plain"),
+    "overhead_per_concept_10_no_reuse": ("ego_per_concept_10_no_reuse", "plain"),
+    "overhead_one_question_10": ("ego_one_question_10", "plain"),
+    "overhead_one_question_10_no_reuse": ("ego_one_question_10_no_reuse", "plain"),
+    "overhead_one_concept": ("ego_one_concept", "plain"),
+    "overhead_joint_10_first_token": ("ego_joint_10_first_token", "plain"),
+    "reference_speedup": ("reference_images_10", "ego_one_question_10"),
+    "reference_speedup_no_reuse": ("reference_images_10", "ego_one_question_10_no_reuse"),
+    "prefix_reuse_speedup_per_concept_10": ("ego_per_concept_10_no_reuse", "ego_per_concept_10"),
+    "prefix_reuse_speedup_one_question_10": ("ego_one_question_10_no_reuse",
+                                             "ego_one_question_10"),
+    "batching_speedup_per_concept_10": ("ego_per_concept_10_unbatched", "ego_per_concept_10"),
+}
 TARGETS = {  # name: (ratio key, comparison, bound), from issue 4
     "overhead <= 1.10 (per-concept, 10 concepts, reuse)": ("overhead_per_concept_10", "<=", 1.10),
     "vs reference images >= 4x": ("reference_speedup", ">=", 4.0),
@@ -65,6 +87,9 @@ class BenchConfig:
 
     families: tuple[str, ...] = FAMILIES
     model: Path | None = None
+    size: str = "tiny"  # a key of ego_ros.backends.tiny.SIZES (random weights, built in memory)
+    depth_divisor: int = 1  # with a real size: keep the widths, divide the layer counts
+    variants: tuple[str, ...] | None = None  # None: every variant
     device: str = "auto"
     dtype: str = "auto"
     repeats: int = 9
@@ -81,8 +106,15 @@ class BenchConfig:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if self.real_concepts > len(NAMES):
             raise ValueError(f"real_concepts must be <= {len(NAMES)}, got {self.real_concepts}")
-        if not self.sizes or min(self.sizes) < 1:
+        if self.sizes and min(self.sizes) < 1:
             raise ValueError(f"sizes must be positive concept counts, got {self.sizes}")
+        if self.variants is not None:
+            unknown = sorted(set(self.variants) - set(VARIANTS))
+            if unknown or "plain" not in self.variants:
+                raise ValueError(f"variants must include plain and come from {', '.join(VARIANTS)}"
+                                 f"; got {', '.join(self.variants)}")
+        if self.depth_divisor < 1:
+            raise ValueError(f"depth_divisor must be >= 1, got {self.depth_divisor}")
         if min(self.frame) < 28:
             raise ValueError(f"frame must be at least 28x28 pixels, got {self.frame}")
         bad = [f for f in self.families if f != "auto" and f not in FAMILIES]
@@ -195,9 +227,14 @@ def introduce_all(backend, root: Path, references: Sequence, count: int) -> tupl
 # -- one model ----------------------------------------------------------------------------------
 def load(cfg: BenchConfig, family: str):
     from ego_ros.backends.base import BackendConfig
-    from ego_ros.backends.loading import load_backend
+    from ego_ros.backends.loading import load_backend, random_backend
     from ego_ros.backends.tiny import ensure_tiny_model
 
+    if cfg.model is None and cfg.size != "tiny":
+        label = f"<random {cfg.size}, depth / {cfg.depth_divisor}>"
+        return random_backend(family, cfg.size, BackendConfig(
+            label, family=family, device=cfg.device, dtype=cfg.dtype),
+            depth_divisor=cfg.depth_divisor)
     path = cfg.model if cfg.model is not None else ensure_tiny_model(family)
     return load_backend(BackendConfig(path, family=family, device=cfg.device, dtype=cfg.dtype))
 
@@ -237,6 +274,8 @@ def bench_model(cfg: BenchConfig, family: str, workdir: Path) -> dict[str, Any]:
         "ego_joint_10_first_token": lambda: joint.recognize([frame], mode="joint"),
         "reference_images_10": lambda: reference(frame),
     }
+    if cfg.variants is not None:
+        variants = {k: v for k, v in variants.items() if k in cfg.variants}
     log.info("%s: timing %d variants", family, len(variants))
     timings = common.interleaved(variants, repeats=cfg.repeats, warmup=cfg.warmup, sync=sync)
 
@@ -259,24 +298,8 @@ def bench_model(cfg: BenchConfig, family: str, workdir: Path) -> dict[str, Any]:
         scaling.append({"stored": n, "considered": len(considered),
                         "one_question_ms": round(scale_timings[f"one_question@{n}"].median_ms, 3),
                         "recognize_ms": round(scale_timings[f"recognize@{n}"].median_ms, 3)})
-    ratios = {
-        "overhead_per_concept_10": common.ratio(med["ego_per_concept_10"], med["plain"]),
-        "overhead_per_concept_10_no_reuse": common.ratio(med["ego_per_concept_10_no_reuse"],
-                                                         med["plain"]),
-        "overhead_one_question_10": common.ratio(med["ego_one_question_10"], med["plain"]),
-        "overhead_one_question_10_no_reuse": common.ratio(med["ego_one_question_10_no_reuse"],
-                                                          med["plain"]),
-        "overhead_one_concept": common.ratio(med["ego_one_concept"], med["plain"]),
-        "overhead_joint_10_first_token": common.ratio(med["ego_joint_10_first_token"],
-                                                      med["plain"]),
-        "reference_speedup": common.ratio(med["reference_images_10"], med["ego_one_question_10"]),
-        "reference_speedup_no_reuse": common.ratio(med["reference_images_10"],
-                                                   med["ego_one_question_10_no_reuse"]),
-        "prefix_reuse_speedup_per_concept_10": common.ratio(med["ego_per_concept_10_no_reuse"],
-                                                            med["ego_per_concept_10"]),
-        "prefix_reuse_speedup_one_question_10": common.ratio(
-            med["ego_one_question_10_no_reuse"], med["ego_one_question_10"]),
-    }
+    ratios = {name: common.ratio(med[a], med[b]) for name, (a, b) in RATIOS.items()
+              if a in med and b in med}
     by_size = {row["stored"]: row for row in scaling}
     if 10 in by_size:
         largest = max(by_size)
@@ -285,11 +308,15 @@ def bench_model(cfg: BenchConfig, family: str, workdir: Path) -> dict[str, Any]:
         ratios[f"scaling_recognize_{largest}_vs_10"] = common.ratio(
             by_size[largest]["recognize_ms"], by_size[10]["recognize_ms"])
     query_tokens = backend.encode_images([frame])[0].num_tokens
-    reference_tokens = sum(b.num_tokens for b in backend.encode_images(references))
+    # every reference scene has the frame's size, so each has the query's token count
+    reference_tokens = len(references) * query_tokens
     return {
         "family": backend.family,
         "model": str(backend.config.path),
-        "tiny": cfg.model is None,
+        "tiny": cfg.model is None and cfg.size == "tiny",
+        "size": None if cfg.model is not None else cfg.size,
+        "depth_divisor": cfg.depth_divisor,
+        "layers": backend.num_layers,
         "device": str(backend.device),
         "dtype": str(backend.dtype).removeprefix("torch."),
         "frame": [width, height],
@@ -328,16 +355,20 @@ def report(result: dict[str, Any]) -> str:
             for name, t in lat.items()]
     tok = result["tokens"]
     lines = [
-        f"== {result['family']} ({'tiny random' if result['tiny'] else result['model']}) on "
+        f"== {result['family']} ({'tiny random' if result['tiny'] else result['model']}, "
+        f"{result['layers']} LLM layers) on "
         f"{result['device']}, {result['dtype']}; frame {result['frame'][0]}x{result['frame'][1]}"
         f" -> {tok['query']} query tokens; 10 memories {tok['memories_10']} tokens vs 10 "
         f"reference images {tok['reference_images_10']} tokens",
         common.format_table(rows, ("variant", "median ms", "min ms", "x plain")),
         "",
-        common.format_table([(r["stored"], r["considered"], r["one_question_ms"],
-                              r["recognize_ms"]) for r in result["scaling"]],
-                            ("stored", "in context", "1 question ms", "recognize ms")),
-        "",
+    ]
+    if result["scaling"]:
+        lines += [common.format_table([(r["stored"], r["considered"], r["one_question_ms"],
+                                        r["recognize_ms"]) for r in result["scaling"]],
+                                      ("stored", "in context", "1 question ms", "recognize ms")),
+                  ""]
+    lines += [
         common.format_table(list(result["ratios"].items()), ("ratio", "value")),
         "",
     ]
@@ -355,12 +386,21 @@ def parse_args(argv: Sequence[str] | None) -> tuple[BenchConfig, argparse.Namesp
                         help="one family (default: both tiny models; with --model: auto)")
     parser.add_argument("--model", type=Path, metavar="DIR",
                         help="a real checkpoint folder instead of the tiny random models")
+    parser.add_argument("--size", default="tiny", metavar="NAME",
+                        help="random weights with the shapes of a real checkpoint, built in "
+                             "memory (no files): tiny (default), qwen2.5-vl-3b, qwen2.5-vl-7b, "
+                             "internvl3-2b or internvl3-8b")
+    parser.add_argument("--depth-divisor", type=int, default=1, metavar="N",
+                        help="with --size: keep the widths, divide the layer counts by N (a "
+                             "CPU run that keeps the vision tower / LLM balance)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     parser.add_argument("--repeats", type=int, help="timed rounds (default 9; --quick 3)")
     parser.add_argument("--warmup", type=int, help="untimed rounds first (default 2; --quick 1)")
     parser.add_argument("--sizes", help="stored-concept counts for scaling (default "
-                                        "1,10,100,1000; --quick 1,10,100)")
+                                        "1,10,100,1000; --quick 1,10,100); none skips scaling")
+    parser.add_argument("--variants", metavar="A,B",
+                        help=f"time only these (plain is always needed): {', '.join(VARIANTS)}")
     parser.add_argument("--frame", default="640x480", help="query frame WxH (default 640x480)")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default: torch's choice); 1 makes CPU timings "
@@ -370,16 +410,26 @@ def parse_args(argv: Sequence[str] | None) -> tuple[BenchConfig, argparse.Namesp
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     args = parser.parse_args(argv)
+    if args.size != "tiny" and args.model is not None:
+        parser.error("--size builds a random model; it cannot be combined with --model")
+    from ego_ros.backends.tiny import SIZES
+
+    if args.size not in SIZES:
+        parser.error(f"unknown --size {args.size!r}; choose from {', '.join(SIZES)}")
     families = ((args.family,) if args.family else
-                ("auto",) if args.model else FAMILIES)
+                ("auto",) if args.model else
+                FAMILIES if args.size == "tiny" else tuple(SIZES[args.size]))
     default_sizes = "1,10,100" if args.quick else "1,10,100,1000"
+    sizes = args.sizes or default_sizes
     try:
         width, height = (int(x) for x in args.frame.lower().split("x"))
         cfg = BenchConfig(
             families=families, model=args.model, device=args.device, dtype=args.dtype,
+            size=args.size, depth_divisor=args.depth_divisor,
+            variants=tuple(args.variants.split(",")) if args.variants else None,
             repeats=args.repeats or (3 if args.quick else 9),
             warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
-            sizes=tuple(int(x) for x in (args.sizes or default_sizes).split(",")),
+            sizes=() if sizes == "none" else tuple(int(x) for x in sizes.split(",")),
             frame=(width, height), real_concepts=2 if args.quick else len(NAMES))
     except ValueError as exc:
         parser.error(str(exc))

@@ -39,8 +39,8 @@ except ImportError:  # pragma: no cover - depends on how the script is started
     from benchmarks.common import cuda_sync, format_table, host_info, interleaved, ratio, scene
 
 from ego_ros.backends.base import BackendConfig
-from ego_ros.backends.loading import load_backend
-from ego_ros.backends.tiny import FAMILIES, ensure_tiny_model, read_tiny_marker
+from ego_ros.backends.loading import load_backend, random_backend
+from ego_ros.backends.tiny import FAMILIES, SIZES, ensure_tiny_model, read_tiny_marker
 from ego_ros.core.calibration import resolve_layers
 from ego_ros.core.introduce import IntroduceConfig, introduce_view
 from ego_ros.core.prompts import prompts_for
@@ -105,13 +105,11 @@ def _eager_inputs(backend, image: np.ndarray, generated: list[int]) -> dict[str,
 
 def eager_attention_bytes(backend, image: np.ndarray, generated: list[int],
                           ) -> tuple[int, int, int | None]:
-    """``(bytes of all output_attentions tensors, sequence length, CUDA peak or None)`` from a
-    second copy of the model loaded with the eager kernel."""
-    from transformers import AutoModelForImageTextToText
+    """``(bytes of all output_attentions tensors, sequence length, CUDA peak or None)`` from the
+    same model switched to the eager kernel for one forward pass (then switched back)."""
+    from ego_ros.backends.loading import attention_implementations
 
-    eager = AutoModelForImageTextToText.from_pretrained(
-        backend.config.path, attn_implementation="eager", dtype=backend.dtype,
-        local_files_only=True).to(backend.device).eval()
+    eager = backend.model
     inputs = _eager_inputs(backend, image, generated)
     peak = None
     cuda = backend.device.type == "cuda"
@@ -119,14 +117,18 @@ def eager_attention_bytes(backend, image: np.ndarray, generated: list[int],
         torch.cuda.synchronize(backend.device)
         base = torch.cuda.memory_allocated(backend.device)
         torch.cuda.reset_peak_memory_stats(backend.device)
-    with torch.inference_mode():
-        out = eager(**inputs, output_attentions=True)
+    eager.set_attn_implementation("eager")
+    try:
+        with torch.inference_mode():
+            out = eager(**inputs, output_attentions=True)
+    finally:
+        eager.set_attn_implementation(attention_implementations())
     if cuda:
         torch.cuda.synchronize(backend.device)
         peak = torch.cuda.max_memory_allocated(backend.device) - base
     total = sum(a.numel() * a.element_size() for a in out.attentions)
     seq = int(inputs["input_ids"].shape[1])
-    del out, eager
+    del out
     return total, seq, peak
 
 
@@ -165,7 +167,7 @@ def bench_backend(label: str, backend, image: np.ndarray, repeats: int, warmup: 
     return {
         "model": label,
         "family": backend.family,
-        "random_weights": marker is not None,
+        "random_weights": marker is not None or label.startswith("random-"),
         "device": str(backend.device),
         "dtype": str(backend.dtype).removeprefix("torch."),
         "image_hw": list(image.shape[:2]),
@@ -205,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, metavar="DIR",
                         help="also benchmark this checkpoint folder")
     parser.add_argument("--no-tiny", action="store_true", help="skip the tiny models")
+    parser.add_argument("--random", action="append", default=[], metavar="SIZE",
+                        help="also benchmark random weights with a real checkpoint's shapes, "
+                             "built in memory (repeatable): qwen2.5-vl-3b, qwen2.5-vl-7b, "
+                             "internvl3-2b, internvl3-8b")
+    parser.add_argument("--depth-divisor", type=int, default=1, metavar="N",
+                        help="with --random: divide the layer counts by N (a CPU run)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     parser.add_argument("--size", default="480x640", help="image HxW (default: %(default)s)")
@@ -221,15 +229,31 @@ def main(argv: list[str] | None = None) -> int:
     h, w = (int(v) for v in args.size.lower().split("x"))
     image = scene(7, (h, w))
 
-    models: list[tuple[str, Path]] = []
+    unknown = [s for s in args.random if s == "tiny" or s not in SIZES]
+    if unknown:
+        parser.error(f"unknown --random size {unknown[0]!r}; choose from "
+                     f"{', '.join(s for s in SIZES if s != 'tiny')}")
+
+    def from_folder(path: Path):
+        return lambda: load_backend(BackendConfig(path, dtype=args.dtype, device=args.device))
+
+    def random(size: str):
+        family = next(iter(SIZES[size]))
+        label = f"<random {size}, depth / {args.depth_divisor}>"
+        return lambda: random_backend(family, size, BackendConfig(
+            label, family=family, dtype=args.dtype, device=args.device),
+            depth_divisor=args.depth_divisor)
+
+    models: list[tuple[str, object]] = []
     if not args.no_tiny:
-        models += [(f"tiny-{f}", ensure_tiny_model(f)) for f in FAMILIES]
+        models += [(f"tiny-{f}", from_folder(ensure_tiny_model(f))) for f in FAMILIES]
     if args.model is not None:
-        models.append((str(args.model), args.model.expanduser()))
+        models.append((str(args.model), from_folder(args.model.expanduser())))
+    models += [(f"random-{size}", random(size)) for size in args.random]
     results = []
     device = None
-    for label, path in models:
-        backend = load_backend(BackendConfig(path, dtype=args.dtype, device=args.device))
+    for label, load in models:
+        backend = load()
         device = backend.device
         results.append(bench_backend(label, backend, image, args.repeats, args.warmup))
         del backend

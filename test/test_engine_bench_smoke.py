@@ -24,7 +24,8 @@ RATIOS = {"overhead_per_concept_10", "overhead_per_concept_10_no_reuse",
           "overhead_one_question_10", "overhead_one_question_10_no_reuse",
           "overhead_one_concept", "overhead_joint_10_first_token", "reference_speedup",
           "reference_speedup_no_reuse", "prefix_reuse_speedup_per_concept_10",
-          "prefix_reuse_speedup_one_question_10", "scaling_20_vs_10",
+          "prefix_reuse_speedup_one_question_10", "batching_speedup_per_concept_10",
+          "scaling_20_vs_10",
           "scaling_recognize_20_vs_10"}
 QUERY_TOKENS = {"qwen2_5_vl": 140, "internvl": 64}  # a 640x480 frame on each tiny model
 
@@ -101,3 +102,26 @@ def test_generated_scenes_keep_an_objects_look(monkeypatch):
     assert a.shape == (120, 160, 3) and a.dtype.name == "uint8"
     assert (a == common.scene(1, (120, 160), objects=(4,))).all()  # deterministic
     assert not (a == common.scene(2, (120, 160), objects=(4,))).all()  # placement varies
+
+
+def test_a_subset_of_variants_and_no_scaling(tiny_model_dirs):
+    """``--variants`` times only those (plus the ratios they make), ``--sizes none`` skips the
+    scaling stores; bad choices are refused before anything is built."""
+    out = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "bench_inference.py"), "--quick", "--json",
+         "--family", "internvl", "--repeats", "1", "--warmup", "0", "--sizes", "none",
+         "--variants", "plain,ego_per_concept_10"],
+        capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (result,) = json.loads(out.stdout)["results"]
+    assert set(result["latency_ms"]) == {"plain", "ego_per_concept_10"}
+    assert set(result["ratios"]) == {"overhead_per_concept_10"}
+    assert result["scaling"] == [] and result["size"] == "tiny" and result["layers"] == 4
+    met = {t["ratio"]: t["met"] for t in result["targets"]}
+    assert met["reference_speedup"] is None and isinstance(met["overhead_per_concept_10"], bool)
+    for bad, message in ((["--variants", "ego_per_concept_10"], "must include plain"),
+                         (["--size", "huge"], "unknown --size 'huge'"),
+                         (["--size", "qwen2.5-vl-3b", "--model", "/nowhere"], "--model")):
+        run = subprocess.run([sys.executable, str(BENCH_DIR / "bench_inference.py"), *bad],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and message in run.stderr, run.stderr

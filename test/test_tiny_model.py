@@ -22,14 +22,21 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from ego_ros.backends.tiny import (
+    _NAMED_TOKENS,
+    _SPECIALS,
     BUILDER_VERSION,
     FAMILIES,
     MARKER_FILE,
+    SIZES,
+    _build_internvl,
+    _build_qwen2_5_vl,
+    _train_tokenizer,
     ensure_tiny_model,
+    geometry,
     make_tiny_model,
     read_tiny_marker,
 )
-from ego_ros.cli.make_tiny_model import FAMILY_CHOICES
+from ego_ros.cli.make_tiny_model import FAMILY_CHOICES, SIZE_CHOICES
 
 REPO = Path(__file__).resolve().parents[1]
 # Placeholder token per family, and the visual tokens a 224x224 / 640x480 image becomes.
@@ -285,3 +292,72 @@ def test_cli_writes_model_and_prints_json(tmp_path: Path) -> None:
     assert bad.returncode != 0
     assert "unknown family 'llava'" in bad.stderr and "qwen2_5_vl" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_real_sizes_have_the_real_checkpoints_shapes() -> None:
+    """The realistic geometries reproduce the config values of the real checkpoints that
+    matter for cost (checked on the configs themselves; no weights are built)."""
+    assert tuple(SIZES) == SIZE_CHOICES
+    tokenizer = _train_tokenizer(_SPECIALS["qwen2_5_vl"], _NAMED_TOKENS["qwen2_5_vl"])
+    config, processor = _build_qwen2_5_vl(tokenizer, geometry("qwen2_5_vl", "qwen2.5-vl-7b"))
+    text, vision = config.text_config, config.vision_config
+    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads,
+            text.num_key_value_heads, text.intermediate_size, text.vocab_size) == (
+        3584, 28, 28, 4, 18944, 152064)
+    assert text.rope_parameters["mrope_section"] == [16, 24, 24]
+    assert (vision.depth, vision.hidden_size, vision.out_hidden_size) == (32, 1280, 3584)
+    assert vision.fullatt_block_indexes == [7, 15, 23, 31]
+    frame = np.zeros((480, 640, 3), np.uint8)
+    grid = processor.image_processor(images=[frame], return_tensors="pt")["image_grid_thw"][0]
+    assert int(grid.prod()) // 4 == 391  # a 640x480 frame: 391 tokens, as with the checkpoint
+    assert max(tokenizer.get_vocab().values()) < text.vocab_size
+
+    tokenizer = _train_tokenizer(_SPECIALS["internvl"], _NAMED_TOKENS["internvl"])
+    config, processor = _build_internvl(tokenizer, geometry("internvl", "internvl3-2b"))
+    assert (config.text_config.hidden_size, config.text_config.num_hidden_layers) == (1536, 28)
+    assert (config.vision_config.hidden_size, config.vision_config.num_hidden_layers) == (
+        1024, 24)
+    assert config.image_seq_length == 256 and processor.image_seq_length == 256
+
+    shallow = geometry("qwen2_5_vl", "qwen2.5-vl-3b", depth_divisor=4)
+    assert (shallow.text_layers, shallow.vision_layers, shallow.text_hidden) == (9, 8, 2048)
+    assert shallow.full_attention_blocks == [7]
+    assert geometry("internvl", "tiny", depth_divisor=100).text_layers == 1
+    with pytest.raises(ValueError, match="not internvl"):
+        geometry("internvl", "qwen2.5-vl-7b")
+    with pytest.raises(ValueError, match="unknown model size 'huge'"):
+        geometry("internvl", "huge")
+    with pytest.raises(ValueError, match="divisor"):
+        geometry("internvl", "tiny", depth_divisor=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_in_memory_build_equals_the_written_folder(family: str) -> None:
+    """``random_backend`` (no files, any size) builds exactly the weights a written folder
+    holds: with the tiny size, its logits equal those of the cached tiny model, loaded."""
+    from ego_ros.backends.base import BackendConfig
+    from ego_ros.backends.loading import load_backend, random_backend
+
+    frame = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    loaded = load_backend(BackendConfig(ensure_tiny_model(family), device="cpu"))
+    built = random_backend(family, "tiny", BackendConfig("mem", device="cpu"))
+    weights = loaded.model.state_dict()
+    assert set(weights) == set(built.model.state_dict())
+    for name, tensor in built.model.state_dict().items():
+        assert torch.equal(tensor, weights[name]), name
+    logits = []
+    for backend in (loaded, built):
+        block = backend.encode_images([frame])[0]
+        segments = backend.render("<ego:q>Describe the image.", {"q": block})
+        logits.append(backend.prefill(segments, keep_state=False)[0])
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-5, atol=1e-5)
+    assert built.fingerprint == loaded.fingerprint
+
+
+def test_cli_refuses_an_unknown_size_or_a_family_mismatch(tmp_path: Path) -> None:
+    bad = _cli("make-tiny-model", str(tmp_path / "a"), "--size", "huge")
+    assert bad.returncode != 0 and "unknown size 'huge'" in bad.stderr
+    mismatch = _cli("make-tiny-model", str(tmp_path / "b"), "--family", "internvl",
+                    "--size", "qwen2.5-vl-7b")
+    assert mismatch.returncode != 0 and "not internvl" in mismatch.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

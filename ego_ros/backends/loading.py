@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 
 from ego_ros.backends.attention import register as register_attention
 from ego_ros.backends.base import BackendConfig, BackendError, FamilyAdapter, LVLMBackend
@@ -70,18 +71,59 @@ def load_backend(config: BackendConfig) -> LVLMBackend:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a per-tensor bar is noise in logs and CLI output
-    attn = register_attention()
     started = time.perf_counter()
     try:
         processor = AutoProcessor.from_pretrained(config.path, local_files_only=True)
         model = AutoModelForImageTextToText.from_pretrained(
             config.path, dtype=dtype, local_files_only=True,
-            attn_implementation={"text_config": attn, "vision_config": "sdpa", "": "sdpa"})
+            attn_implementation=attention_implementations())
     except (OSError, ValueError) as exc:
         raise BackendError(f"cannot load the model in {config.path}: {exc}") from exc
     model.to(device).eval()
-    fingerprint = _fingerprint(adapter_cls, model.config)
     log.info("loaded %s (%s) on %s as %s in %.1f s", config.path, adapter_cls.family, device,
              dtype, time.perf_counter() - started)
+    return backend_from_model(model, processor, config)
+
+
+def attention_implementations() -> dict[str, str]:
+    """What every backend runs: the capturing SDPA in the LLM, stock SDPA elsewhere."""
+    return {"text_config": register_attention(), "vision_config": "sdpa", "": "sdpa"}
+
+
+def backend_from_model(model, processor, config: BackendConfig) -> LVLMBackend:
+    """Wrap a loaded (or built, see :func:`random_backend`) model and its processor.
+
+    The model must use :func:`attention_implementations`; the family is detected from its
+    ``model_type`` unless ``config.family`` names it."""
+    if config.family != "auto":
+        adapter_cls = detect_family(config)
+    else:
+        adapter_cls = next((a for a in ADAPTERS if model.config.model_type in a.model_types),
+                           None)
+        if adapter_cls is None:
+            raise BackendError(f"model_type {model.config.model_type!r} is not supported "
+                               f"(supported families: {', '.join(FAMILIES)})")
+    fingerprint = _fingerprint(adapter_cls, model.config)
     return LVLMBackend(adapter_cls(model, processor, config.max_image_tokens), config,
                        fingerprint)
+
+
+def random_backend(family: str, size: str, config: BackendConfig | None = None, *,
+                   depth_divisor: int = 1, seed: int = 0) -> LVLMBackend:
+    """A backend over a random-weight model of a real checkpoint's shapes
+    (``ego_ros.backends.tiny.SIZES``), built directly on the device: benchmarks of realistic
+    cost without a checkpoint and without writing gigabytes. ``config.path`` is only a label.
+    Its outputs are meaningless."""
+    from ego_ros.backends.tiny import build_model
+
+    config = config or BackendConfig(path=f"<random {size}>", family=family)
+    if config.family not in ("auto", family):
+        raise BackendError(f"random_backend: config.family {config.family!r} is not {family!r}")
+    device = config.resolved_device()
+    started = time.perf_counter()
+    model, processor = build_model(family, seed, size=size, depth_divisor=depth_divisor,
+                                   device=device, dtype=config.resolved_dtype(device),
+                                   attn_implementation=attention_implementations())
+    log.info("built a random %s %s (depth / %d) on %s in %.1f s", size, family, depth_divisor,
+             device, time.perf_counter() - started)
+    return backend_from_model(model, processor, replace(config, family=family))

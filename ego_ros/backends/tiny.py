@@ -39,6 +39,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,22 +51,97 @@ BUILDER_VERSION = 1
 MARKER_FILE = "ego_tiny.json"
 CACHE_ENV = "EGO_ROS_CACHE"
 
-_TEXT_HIDDEN = 64
-_TEXT_LAYERS = 4
-_TEXT_HEADS = 4
-_TEXT_KV_HEADS = 2
-_TEXT_INTERMEDIATE = 128
-_VISION_HIDDEN = 32
-_VISION_LAYERS = 2
-_VISION_HEADS = 2
-_VISION_INTERMEDIATE = 64
 _MAX_POSITIONS = 8192
-# Real checkpoints initialise with 0.02; with 64-wide layers that makes attention nearly
-# uniform (max/min weight over visual tokens ~1.02), which hides selection bugs. 0.1 gives
-# visibly peaked attention (~2x) while staying finite and stable.
-_INIT_STD = 0.1
 _BPE_VOCAB = 768  # upper bound (bytes + merges); this corpus stops at 731. Specials on top.
 _MERGE_PIXELS = (14 * 2) ** 2  # pixels per Qwen visual token: (patch * spatial merge)^2
+
+@dataclass(frozen=True)
+class Geometry:
+    """Layer sizes of a random model of one family.
+
+    ``tiny`` (the default, what tests and the demo use) is described in the module docstring.
+    The other sizes copy the shapes of real checkpoints (layers, widths, heads, vocabulary,
+    image resolution) with random weights, so benchmarks can run the real amount of work per
+    token on a GPU without downloading anything; the tokenizer stays the tiny one (its ids are
+    all below the real vocabulary size), so text takes somewhat more tokens than with the real
+    tokenizer. :meth:`shallower` keeps the widths and divides the depth, for a CPU run that
+    keeps a real model's balance between the vision tower and the LLM.
+    """
+
+    family: str
+    text_hidden: int = 64
+    text_layers: int = 4
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_intermediate: int = 128
+    vocab_size: int | None = None  # None: the tokenizer's own size
+    vision_hidden: int = 32
+    vision_layers: int = 2
+    vision_heads: int = 2
+    vision_intermediate: int = 64
+    # Qwen2.5-VL: visual tokens of one image at most; per pair of video frames at most.
+    image_tokens: int = 150
+    video_tokens: int = 64
+    # InternVL: the tile side in pixels (one tile per image).
+    image_size: int = 224
+    max_positions: int = _MAX_POSITIONS
+    # Real checkpoints initialise with 0.02; with 64-wide layers that makes attention nearly
+    # uniform (max/min weight over visual tokens ~1.02), which hides selection bugs. 0.1 gives
+    # visibly peaked attention (~2x) while staying finite and stable.
+    init_std: float = 0.1
+    dtype: str = "float32"  # the dtype written to config.json
+
+    def shallower(self, divisor: int) -> Geometry:
+        """The same widths with ``1/divisor`` of the layers (at least one of each)."""
+        if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
+            raise ValueError(f"depth divisor must be an integer >= 1, got {divisor!r}")
+        return replace(self, text_layers=max(1, round(self.text_layers / divisor)),
+                       vision_layers=max(1, round(self.vision_layers / divisor)))
+
+    @property
+    def full_attention_blocks(self) -> list[int]:
+        """Qwen2.5-VL's vision blocks with full (not windowed) attention: every 8th, as in
+        the real checkpoints ([7, 15, 23, 31]), or the last one of a shallower tower."""
+        return [i for i in range(self.vision_layers) if (i + 1) % 8 == 0] or [
+            self.vision_layers - 1]
+
+
+_REAL = {"init_std": 0.02, "dtype": "bfloat16", "max_positions": 32768}
+_QWEN_VISION = {"vision_hidden": 1280, "vision_layers": 32, "vision_heads": 16,
+                "vision_intermediate": 3420, "image_tokens": 16384, "video_tokens": 768}
+_INTERNVIT_300M = {"vision_hidden": 1024, "vision_layers": 24, "vision_heads": 16,
+                   "vision_intermediate": 4096, "image_size": 448}
+# Shapes of the real checkpoints (their config.json files); random weights all the same.
+SIZES: dict[str, dict[str, Geometry]] = {
+    "tiny": {f: Geometry(f) for f in FAMILIES},
+    "qwen2.5-vl-3b": {"qwen2_5_vl": Geometry(
+        "qwen2_5_vl", text_hidden=2048, text_layers=36, text_heads=16, text_kv_heads=2,
+        text_intermediate=11008, vocab_size=151936, **_QWEN_VISION, **_REAL)},
+    "qwen2.5-vl-7b": {"qwen2_5_vl": Geometry(
+        "qwen2_5_vl", text_hidden=3584, text_layers=28, text_heads=28, text_kv_heads=4,
+        text_intermediate=18944, vocab_size=152064, **_QWEN_VISION, **_REAL)},
+    "internvl3-2b": {"internvl": Geometry(
+        "internvl", text_hidden=1536, text_layers=28, text_heads=12, text_kv_heads=2,
+        text_intermediate=8960, vocab_size=151674, **_INTERNVIT_300M, **_REAL)},
+    "internvl3-8b": {"internvl": Geometry(
+        "internvl", text_hidden=3584, text_layers=28, text_heads=28, text_kv_heads=4,
+        text_intermediate=18944, vocab_size=151674, **_INTERNVIT_300M, **_REAL)},
+}
+
+
+def geometry(family: str, size: str = "tiny", depth_divisor: int = 1) -> Geometry:
+    """The :class:`Geometry` of ``size`` for ``family`` (a clear error for a mismatch)."""
+    if family not in FAMILIES:
+        raise ValueError(
+            f"unknown tiny model family {family!r}; valid families: {', '.join(FAMILIES)}"
+        )
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}; valid sizes: {', '.join(SIZES)}")
+    if family not in SIZES[size]:
+        raise ValueError(f"size {size!r} is a {', '.join(SIZES[size])} geometry, "
+                         f"not {family}")
+    return SIZES[size][family].shallower(depth_divisor)
+
 
 # Special tokens in the real families' order; they get the ids after the trained BPE vocab.
 _SPECIALS = {
@@ -257,38 +333,37 @@ def _train_tokenizer(special_tokens: tuple[str, ...], extra_named: dict[str, str
 # --------------------------------------------------------------------------------------------
 
 
-def _text_config(tokenizer: Any) -> dict[str, Any]:
+def _text_config(tokenizer: Any, g: Geometry) -> dict[str, Any]:
     """Keys shared by both families' text models (Qwen2 decoder)."""
     return {
-        "vocab_size": len(tokenizer),
-        "hidden_size": _TEXT_HIDDEN,
-        "intermediate_size": _TEXT_INTERMEDIATE,
-        "num_hidden_layers": _TEXT_LAYERS,
-        "num_attention_heads": _TEXT_HEADS,
-        "num_key_value_heads": _TEXT_KV_HEADS,
-        "max_position_embeddings": _MAX_POSITIONS,
-        "initializer_range": _INIT_STD,
+        "vocab_size": g.vocab_size or len(tokenizer),
+        "hidden_size": g.text_hidden,
+        "intermediate_size": g.text_intermediate,
+        "num_hidden_layers": g.text_layers,
+        "num_attention_heads": g.text_heads,
+        "num_key_value_heads": g.text_kv_heads,
+        "max_position_embeddings": g.max_positions,
+        "initializer_range": g.init_std,
         "bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
         "pad_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
     }
 
 
-def _build_qwen2_5_vl(tokenizer: Any) -> tuple[Any, Any]:
-    """Return (model, processor) for a tiny Qwen2.5-VL."""
+def _build_qwen2_5_vl(tokenizer: Any, g: Geometry) -> tuple[Any, Any]:
+    """Return (config, processor) for a Qwen2.5-VL of geometry ``g``."""
     from transformers import (
         Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
         Qwen2VLImageProcessor,
         Qwen2VLVideoProcessor,
     )
 
     ids = tokenizer.convert_tokens_to_ids
-    head_dim = _TEXT_HIDDEN // _TEXT_HEADS
+    head_dim = g.text_hidden // g.text_heads
     # mrope splits head_dim/2 rotary frequencies into (time, height, width); real: [16, 24, 24].
     mrope_section = [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]
-    text = _text_config(tokenizer) | {
+    text = _text_config(tokenizer, g) | {
         "rope_parameters": {
             "rope_type": "default",
             "rope_theta": 1_000_000.0,
@@ -296,18 +371,18 @@ def _build_qwen2_5_vl(tokenizer: Any) -> tuple[Any, Any]:
         },
     }
     vision = {
-        "depth": _VISION_LAYERS,
-        "hidden_size": _VISION_HIDDEN,
-        "intermediate_size": _VISION_INTERMEDIATE,
-        "num_heads": _VISION_HEADS,
+        "depth": g.vision_layers,
+        "hidden_size": g.vision_hidden,
+        "intermediate_size": g.vision_intermediate,
+        "num_heads": g.vision_heads,
         "patch_size": 14,
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
         "window_size": 112,
-        "fullatt_block_indexes": [_VISION_LAYERS - 1],
-        "out_hidden_size": _TEXT_HIDDEN,
+        "fullatt_block_indexes": g.full_attention_blocks,
+        "out_hidden_size": g.text_hidden,
         "tokens_per_second": 2,
-        "initializer_range": _INIT_STD,
+        "initializer_range": g.init_std,
     }
     config = Qwen2_5_VLConfig(
         text_config=text,
@@ -319,16 +394,15 @@ def _build_qwen2_5_vl(tokenizer: Any) -> tuple[Any, Any]:
         bos_token_id=text["bos_token_id"],
         eos_token_id=text["eos_token_id"],
         pad_token_id=text["pad_token_id"],
-        dtype="float32",
+        dtype=g.dtype,
     )
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    pixels = {"min_pixels": 4 * _MERGE_PIXELS, "max_pixels": 150 * _MERGE_PIXELS}
+    pixels = {"min_pixels": 4 * _MERGE_PIXELS, "max_pixels": g.image_tokens * _MERGE_PIXELS}
     image_processor = Qwen2VLImageProcessor(
         **pixels, patch_size=14, temporal_patch_size=2, merge_size=2
     )
     video_processor = Qwen2VLVideoProcessor(
         min_pixels=4 * _MERGE_PIXELS,
-        max_pixels=64 * _MERGE_PIXELS,
+        max_pixels=g.video_tokens * _MERGE_PIXELS,
         patch_size=14,
         temporal_patch_size=2,
         merge_size=2,
@@ -341,34 +415,34 @@ def _build_qwen2_5_vl(tokenizer: Any) -> tuple[Any, Any]:
         video_processor=video_processor,
         chat_template=_QWEN_CHAT_TEMPLATE,
     )
-    return model, processor
+    return config, processor
 
 
-def _build_internvl(tokenizer: Any) -> tuple[Any, Any]:
-    """Return (model, processor) for a tiny InternVL3 (transformers-native format)."""
+def _build_internvl(tokenizer: Any, g: Geometry) -> tuple[Any, Any]:
+    """Return (config, processor) for an InternVL3 of geometry ``g`` (transformers-native
+    format)."""
     from transformers import (
         GotOcr2ImageProcessor,
         InternVLConfig,
-        InternVLForConditionalGeneration,
         InternVLProcessor,
         InternVLVideoProcessor,
     )
 
-    image_size, patch, downsample = 224, 14, 0.5
-    tokens_per_tile = int((image_size // patch) ** 2 * downsample**2)  # 16 * 16 / 4 = 64
-    text = _text_config(tokenizer) | {
+    image_size, patch, downsample = g.image_size, 14, 0.5
+    tokens_per_tile = int((image_size // patch) ** 2 * downsample**2)  # tiny: 16 * 16 / 4 = 64
+    text = _text_config(tokenizer, g) | {
         "model_type": "qwen2",
         "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0},
     }
     vision = {
-        "hidden_size": _VISION_HIDDEN,
-        "num_hidden_layers": _VISION_LAYERS,
-        "num_attention_heads": _VISION_HEADS,
-        "intermediate_size": _VISION_INTERMEDIATE,
+        "hidden_size": g.vision_hidden,
+        "num_hidden_layers": g.vision_layers,
+        "num_attention_heads": g.vision_heads,
+        "intermediate_size": g.vision_intermediate,
         "image_size": image_size,
         "patch_size": patch,
         "norm_type": "layer_norm",
-        "initializer_range": _INIT_STD,
+        "initializer_range": g.init_std,
     }
     config = InternVLConfig(
         text_config=text,
@@ -381,9 +455,8 @@ def _build_internvl(tokenizer: Any) -> tuple[Any, Any]:
         bos_token_id=text["bos_token_id"],
         eos_token_id=text["eos_token_id"],
         pad_token_id=text["pad_token_id"],
-        dtype="float32",
+        dtype=g.dtype,
     )
-    model = InternVLForConditionalGeneration(config)
     size = {"height": image_size, "width": image_size}
     image_processor = GotOcr2ImageProcessor(
         size=size, crop_to_patches=False, min_patches=1, max_patches=1
@@ -396,7 +469,7 @@ def _build_internvl(tokenizer: Any) -> tuple[Any, Any]:
         image_seq_length=tokens_per_tile,
         chat_template=_INTERNVL_CHAT_TEMPLATE,
     )
-    return model, processor
+    return config, processor
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,18 +510,39 @@ def _quiet_progress_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _write_model(out_dir: Path, family: str, seed: int) -> None:
-    """Write the whole folder into ``out_dir`` (which exists and is empty); marker last."""
-    import torch
-    import transformers
-    from transformers import GenerationConfig
+def build_model(family: str, seed: int = 0, *, size: str = "tiny", depth_divisor: int = 1,
+                device: Any = "cpu", dtype: Any = None,
+                attn_implementation: str | dict | None = None) -> tuple[Any, Any]:
+    """``(model, processor)`` of ``family`` with random weights, built in memory on ``device``.
 
+    ``size`` is a key of :data:`SIZES` (``depth_divisor`` divides its layer counts, see
+    :meth:`Geometry.shallower`); ``dtype`` defaults to the geometry's (float32 for ``tiny``,
+    bfloat16 for the real shapes). The same arguments give the same weights on the same
+    device. Nothing is written: :func:`make_tiny_model` saves what this builds.
+    """
+    import torch
+    from transformers import (
+        GenerationConfig,
+        InternVLForConditionalGeneration,
+        Qwen2_5_VLForConditionalGeneration,
+    )
+
+    _check_args(family, seed)
+    g = geometry(family, size, depth_divisor)
     tokenizer = _train_tokenizer(_SPECIALS[family], _NAMED_TOKENS[family])
-    build = _build_qwen2_5_vl if family == "qwen2_5_vl" else _build_internvl
+    if family == "qwen2_5_vl":
+        config, processor = _build_qwen2_5_vl(tokenizer, g)
+        model_class = Qwen2_5_VLForConditionalGeneration
+    else:
+        config, processor = _build_internvl(tokenizer, g)
+        model_class = InternVLForConditionalGeneration
+    config.architectures = [model_class.__name__]  # as save_pretrained writes it
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     # fork_rng keeps the caller's global RNG untouched while seeding every init call.
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(seed)
-        model, processor = build(tokenizer)
+        model = model_class._from_config(config, dtype=dtype or getattr(torch, g.dtype),
+                                         **extra)
     model.eval()
     eos = [
         tokenizer.convert_tokens_to_ids("<|im_end|>"),
@@ -460,6 +554,14 @@ def _write_model(out_dir: Path, family: str, seed: int) -> None:
         pad_token_id=tokenizer.pad_token_id,
         do_sample=False,
     )
+    return model, processor
+
+
+def _write_model(out_dir: Path, family: str, seed: int, size: str = "tiny") -> None:
+    """Write the whole folder into ``out_dir`` (which exists and is empty); marker last."""
+    import transformers
+
+    model, processor = build_model(family, seed, size=size)
     with _quiet_progress_bars():
         model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
@@ -467,6 +569,7 @@ def _write_model(out_dir: Path, family: str, seed: int) -> None:
     marker = {
         "family": family,
         "seed": seed,
+        "size": size,
         "builder_version": BUILDER_VERSION,
         "transformers_version": transformers.__version__,
         "num_parameters": sum(p.numel() for p in model.parameters()),
@@ -475,22 +578,27 @@ def _write_model(out_dir: Path, family: str, seed: int) -> None:
     (out_dir / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 
-def _build_beside(target: Path, family: str, seed: int) -> Path:
+def _build_beside(target: Path, family: str, seed: int, size: str = "tiny") -> Path:
     """Write the model into a fresh private folder next to ``target`` and return it.
 
     Same filesystem as ``target``, so the caller can publish it with one atomic rename.
     """
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=target.parent))
     try:
-        _write_model(tmp, family, seed)
+        _write_model(tmp, family, seed, size)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return tmp
 
 
-def make_tiny_model(out_dir: Path, family: str, seed: int = 0, *, overwrite: bool = False) -> Path:
+def make_tiny_model(out_dir: Path, family: str, seed: int = 0, *, overwrite: bool = False,
+                    size: str = "tiny") -> Path:
     """Write a complete tiny random-weight model folder for ``family`` into ``out_dir``.
+
+    ``size`` other than ``tiny`` writes a real checkpoint's shapes (:data:`SIZES`), in
+    bfloat16: gigabytes (``qwen2.5-vl-7b`` is about 16 GB), for measuring real latency on a
+    robot's GPU without a checkpoint.
 
     The folder is built next to ``out_dir`` and renamed into place, so a crash never leaves a
     half-written model behind. An existing tiny model folder is replaced; any other non-empty
@@ -498,6 +606,7 @@ def make_tiny_model(out_dir: Path, family: str, seed: int = 0, *, overwrite: boo
     Returns the absolute path of the folder.
     """
     _check_args(family, seed)
+    geometry(family, size)  # a clear error before anything is written
     out_dir = Path(out_dir).expanduser().absolute()
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir} exists and is not a folder")
@@ -512,7 +621,7 @@ def make_tiny_model(out_dir: Path, family: str, seed: int = 0, *, overwrite: boo
             "choose another folder or pass overwrite=True (--overwrite) to replace it"
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _build_beside(out_dir, family, seed)
+    tmp = _build_beside(out_dir, family, seed, size)
     try:
         if out_dir.exists():
             # Move the old folder aside first: rename cannot replace a non-empty folder.
@@ -525,7 +634,7 @@ def make_tiny_model(out_dir: Path, family: str, seed: int = 0, *, overwrite: boo
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("wrote tiny %s model (seed %d) to %s", family, seed, out_dir)
+    logger.info("wrote %s %s model (seed %d) to %s", size, family, seed, out_dir)
     return out_dir
 
 
@@ -552,6 +661,7 @@ def _is_complete(model_dir: Path, family: str, seed: int) -> bool:
         marker is not None
         and marker.get("family") == family
         and marker.get("seed") == seed
+        and marker.get("size", "tiny") == "tiny"
         and marker.get("builder_version") == BUILDER_VERSION
     )
 

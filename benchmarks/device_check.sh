@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The GPU check of the inference benchmark: real checkpoints' shapes, random weights, bfloat16.
+#
+# Made for one short lease of a GPU machine (the `device` tool): the models are built on the
+# GPU in seconds (no checkpoint, nothing written to disk) and every ratio is measured within one
+# run of one process, so the numbers compare only with each other. Results land in $OUT (or
+# ./device-out) as JSON plus the printed tables; copy the tables into docs/benchmarks.md with
+# the GPU's name, which the output names.
+#
+#     bash benchmarks/device_check.sh              # both 7B/8B shapes, ~6-8 minutes on an H100
+#     SIZES="qwen2.5-vl-3b" bash benchmarks/device_check.sh
+#
+# The machine's own python3 must have torch with CUDA, transformers >= 5.23, tokenizers,
+# safetensors, numpy, pillow and opencv; where its transformers is older, carry the wheel
+# (see the device tool's notes) and put it first on PYTHONPATH before running this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-device-out}
+python=${PYTHON:-python3}
+sizes=${SIZES:-"qwen2.5-vl-7b internvl3-8b"}
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+"$python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers",
+transformers.__version__, "cuda", torch.cuda.is_available())' | tee -a "$out/gpu.txt"
+for size in $sizes; do
+    echo "=== $size" | tee -a "$out/tables.txt"
+    "$python" benchmarks/bench_inference.py --size "$size" --device cuda --dtype bfloat16 \
+        --repeats 9 --warmup 2 --sizes 1,10,100,1000 --json > "$out/inference-$size.json"
+    "$python" benchmarks/bench_introduce.py --no-tiny --random "$size" --device cuda \
+        --dtype bfloat16 --repeats 5 | tee -a "$out/tables.txt"
+    "$python" - "$out/inference-$size.json" <<'EOF' | tee -a "$out/tables.txt"
+import json, sys
+sys.path.insert(0, "benchmarks")
+from bench_inference import report
+data = json.load(open(sys.argv[1]))
+for result in data["results"]:
+    print(report(result))
+print(data["host"])
+EOF
+done
