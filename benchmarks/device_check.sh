@@ -10,15 +10,22 @@
 #     bash benchmarks/device_check.sh              # both 7B/8B shapes, ~6-8 minutes on an H100
 #     SIZES="qwen2.5-vl-3b" bash benchmarks/device_check.sh
 #
-# The machine's own python3 must have torch with CUDA, transformers >= 5.23, tokenizers,
-# safetensors, numpy, pillow and opencv; where its transformers is older, carry the wheel
-# (see the device tool's notes) and put it first on PYTHONPATH before running this.
+# The machine's own python3 must have torch with CUDA, tokenizers, safetensors, numpy, pillow
+# and opencv, and the transformers this project pins (requirements.txt). Wheels found in .whl/
+# (an ignored folder: `pip download --no-deps --only-binary=:all: --python-version 3.12 ...
+# -d .whl transformers==X huggingface_hub==Y tokenizers==Z`, then carry `.whl`) are installed
+# into /tmp/site first and win over the machine's own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-device-out}
 python=${PYTHON:-python3}
 sizes=${SIZES:-"qwen2.5-vl-7b internvl3-8b"}
 mkdir -p "$out"
+if compgen -G ".whl/*.whl" > /dev/null; then
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 "$python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers",
