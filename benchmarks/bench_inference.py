@@ -14,6 +14,7 @@ Every number that enters a ratio is measured in the same run, interleaved round 
 as the median of --repeats timings after --warmup untimed rounds. Variants (same query frame):
 
   plain                   the plain model, no concepts: query image + one yes/no question
+                          (the text before the image prefilled once and cached)
   ego_per_concept_10      EgoEngine.recognize, 10 concepts, per-concept mode (10 questions,
                           all branching from one cached [memories + query] state and scored
                           in one batched pass), warm prefix
@@ -124,7 +125,11 @@ class BenchConfig:
 
 # -- baselines built with the backend API ---------------------------------------------------------
 class PlainModel:
-    """The plain LVLM: the query image and one yes/no question, no concepts."""
+    """The plain LVLM: the query image and one yes/no question, no concepts.
+
+    A well-built plain pipeline caches what precedes the image (the chat header, the system
+    prompt, "Query image:"), as Ego caches its memory prefix: that part is prefilled once,
+    so a ratio against this baseline measures what the memories cost and nothing else."""
 
     def __init__(self, backend, prompts, name: str) -> None:
         from ego_ros.core.scoring import answer_variants
@@ -133,19 +138,24 @@ class PlainModel:
         self.text = prompts.query_image + prompts.recognize_one.format(name=name)
         self.yes = backend.variant_ids(answer_variants("yes"))
         self.no = backend.variant_ids(answer_variants("no"))
+        self._header = None  # (number of segments before the image, their cached state)
 
     def __call__(self, frame) -> float:
         from ego_ros.core.scoring import yes_no_score
 
         block = self.backend.encode_images([frame])[0]
         segments = self.backend.render(self.text, {"query": block})
-        logits, _ = self.backend.prefill(segments, keep_state=False)  # [V]
+        if self._header is None:
+            first = next(i for i, seg in enumerate(segments) if seg is block)
+            self._header = (first, self.backend.prefill(segments[:first])[1])
+        first, state = self._header
+        logits, _ = self.backend.prefill(segments[first:], state, keep_state=False)  # [V]
         return float(yes_no_score(logits, self.yes, self.no))
 
 
 class ReferenceImagesInContext(PlainModel):
     """RAP/PeKit-style: every concept's full reference image is re-encoded and put in context
-    for each query, followed by the query and one yes/no question."""
+    for each query, followed by the query and one yes/no question (nothing cached)."""
 
     def __init__(self, backend, prompts, names: Sequence[str], references: Sequence) -> None:
         super().__init__(backend, prompts, names[0])
@@ -408,6 +418,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[BenchConfig, argparse.Namesp
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 2 real concepts, fewer repeats and sizes")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    parser.add_argument("--report", type=Path, metavar="JSON",
+                        help="print the tables of a saved --json run and exit (measures nothing)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     args = parser.parse_args(argv)
     if args.size != "tiny" and args.model is not None:
@@ -416,6 +428,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[BenchConfig, argparse.Namesp
 
     if args.size not in SIZES:
         parser.error(f"unknown --size {args.size!r}; choose from {', '.join(SIZES)}")
+    if args.depth_divisor != 1 and args.size == "tiny":
+        parser.error("--depth-divisor applies to a real --size only")
+    if args.size != "tiny" and args.family and args.family not in SIZES[args.size]:
+        parser.error(f"--size {args.size} is a {', '.join(SIZES[args.size])} model, "
+                     f"not {args.family}")
     families = ((args.family,) if args.family else
                 ("auto",) if args.model else
                 FAMILIES if args.size == "tiny" else tuple(SIZES[args.size]))
@@ -436,8 +453,31 @@ def parse_args(argv: Sequence[str] | None) -> tuple[BenchConfig, argparse.Namesp
     return cfg, args
 
 
+def host_line(host: dict[str, Any]) -> str:
+    return (f"host: {host['cpu']} ({host['cpu_cores']} cores, {host['torch_threads']} torch "
+            f"threads){', GPU ' + host['gpu'] if 'gpu' in host else ''}; torch "
+            f"{host['torch']}, transformers {host['transformers']}")
+
+
+def print_saved(path: Path) -> int:
+    """The text tables of a ``--json`` run saved at ``path``."""
+    try:
+        data = json.loads(path.read_text())
+        results, host = data["results"], data["host"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"--report: cannot read a bench_inference --json run from {path}: "
+                         f"{exc}") from None
+    for result in results:
+        print(report(result))
+        print()
+    print(host_line(host))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     cfg, args = parse_args(argv)
+    if args.report is not None:
+        return print_saved(args.report)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.threads is not None:
@@ -466,10 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        host = out["host"]
-        print(f"host: {host['cpu']} ({host['cpu_cores']} cores, {host['torch_threads']} torch "
-              f"threads){', GPU ' + host['gpu'] if 'gpu' in host else ''}; torch "
-              f"{host['torch']}, transformers {host['transformers']}")
+        print(host_line(out["host"]))
     return 0
 
 

@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown --random size {unknown[0]!r}; choose from "
                      f"{', '.join(s for s in SIZES if s != 'tiny')}")
+    if args.depth_divisor != 1 and not args.random:
+        parser.error("--depth-divisor applies to --random models only")
 
     def from_folder(path: Path):
         return lambda: load_backend(BackendConfig(path, dtype=args.dtype, device=args.device))

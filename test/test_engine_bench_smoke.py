@@ -70,14 +70,22 @@ def test_quick_run_measures_what_it_claims(quick_run):
         assert result["prefix_cache"]["no_reuse_hits"] == 0
 
 
-def test_text_report_shows_tables_and_targets(quick_run, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH_DIR))
-    import bench_inference
-
-    text = bench_inference.report(quick_run["results"][0])
+def test_text_report_shows_tables_and_targets(quick_run, tmp_path):
+    """``--report`` prints the tables of a saved ``--json`` run (how the GPU check prints
+    them) without measuring anything; an unreadable file is a clear error."""
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps(quick_run))
+    out = subprocess.run([sys.executable, str(BENCH_DIR / "bench_inference.py"), "--report",
+                          str(saved)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
     for needle in ("x plain", "reference_images_10", "1 question ms", "overhead_per_concept_10",
-                   "target vs reference images >= 4x"):
-        assert needle in text
+                   "target vs reference images >= 4x", "host: "):
+        assert needle in out.stdout
+    assert out.stdout.count("== ") == len(quick_run["results"])
+    bad = subprocess.run([sys.executable, str(BENCH_DIR / "bench_inference.py"), "--report",
+                          str(tmp_path / "none.json")], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode != 0 and "cannot read" in bad.stderr
 
 
 def test_interleaved_timing_runs_every_variant_round_robin(monkeypatch):
@@ -121,7 +129,9 @@ def test_a_subset_of_variants_and_no_scaling(tiny_model_dirs):
     assert met["reference_speedup"] is None and isinstance(met["overhead_per_concept_10"], bool)
     for bad, message in ((["--variants", "ego_per_concept_10"], "must include plain"),
                          (["--size", "huge"], "unknown --size 'huge'"),
-                         (["--size", "qwen2.5-vl-3b", "--model", "/nowhere"], "--model")):
+                         (["--size", "qwen2.5-vl-3b", "--model", "/nowhere"], "--model"),
+                         (["--depth-divisor", "4"], "real --size only"),
+                         (["--size", "qwen2.5-vl-7b", "--family", "internvl"], "not internvl")):
         run = subprocess.run([sys.executable, str(BENCH_DIR / "bench_inference.py"), *bad],
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 2 and message in run.stderr, run.stderr

@@ -335,7 +335,7 @@ def test_real_sizes_have_the_real_checkpoints_shapes() -> None:
 def test_in_memory_build_equals_the_written_folder(family: str) -> None:
     """``random_backend`` (no files, any size) builds exactly the weights a written folder
     holds: with the tiny size, its logits equal those of the cached tiny model, loaded."""
-    from ego_ros.backends.base import BackendConfig
+    from ego_ros.backends.base import BackendConfig, BackendError
     from ego_ros.backends.loading import load_backend, random_backend
 
     frame = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
@@ -352,6 +352,12 @@ def test_in_memory_build_equals_the_written_folder(family: str) -> None:
         logits.append(backend.prefill(segments, keep_state=False)[0])
     torch.testing.assert_close(logits[0], logits[1], rtol=1e-5, atol=1e-5)
     assert built.fingerprint == loaded.fingerprint
+    other = next(f for f in FAMILIES if f != family)
+    with pytest.raises(BackendError, match=f"is not '{family}'"):
+        random_backend(family, "tiny", BackendConfig("mem", family=other))
+    with pytest.raises(BackendError, match=f"model.family is '{other}' but the model is a "
+                                           f"{family}"):
+        load_backend(BackendConfig(ensure_tiny_model(family), family=other, device="cpu"))
 
 
 def test_cli_refuses_an_unknown_size_or_a_family_mismatch(tmp_path: Path) -> None:

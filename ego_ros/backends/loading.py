@@ -95,14 +95,14 @@ def backend_from_model(model, processor, config: BackendConfig) -> LVLMBackend:
 
     The model must use :func:`attention_implementations`; the family is detected from its
     ``model_type`` unless ``config.family`` names it."""
-    if config.family != "auto":
-        adapter_cls = detect_family(config)
-    else:
-        adapter_cls = next((a for a in ADAPTERS if model.config.model_type in a.model_types),
-                           None)
-        if adapter_cls is None:
-            raise BackendError(f"model_type {model.config.model_type!r} is not supported "
-                               f"(supported families: {', '.join(FAMILIES)})")
+    model_type = model.config.model_type
+    adapter_cls = next((a for a in ADAPTERS if model_type in a.model_types), None)
+    if adapter_cls is None:
+        raise BackendError(f"model_type {model_type!r} is not supported "
+                           f"(supported families: {', '.join(FAMILIES)})")
+    if config.family not in ("auto", adapter_cls.family):
+        raise BackendError(f"model.family is {config.family!r} but the model is a "
+                           f"{adapter_cls.family} ({model_type})")
     fingerprint = _fingerprint(adapter_cls, model.config)
     return LVLMBackend(adapter_cls(model, processor, config.max_image_tokens), config,
                        fingerprint)

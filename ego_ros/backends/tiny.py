@@ -75,6 +75,7 @@ class Geometry:
     text_kv_heads: int = 2
     text_intermediate: int = 128
     vocab_size: int | None = None  # None: the tokenizer's own size
+    tie_embeddings: bool | None = None  # None: the config class's default
     vision_hidden: int = 32
     vision_layers: int = 2
     vision_heads: int = 2
@@ -116,16 +117,20 @@ SIZES: dict[str, dict[str, Geometry]] = {
     "tiny": {f: Geometry(f) for f in FAMILIES},
     "qwen2.5-vl-3b": {"qwen2_5_vl": Geometry(
         "qwen2_5_vl", text_hidden=2048, text_layers=36, text_heads=16, text_kv_heads=2,
-        text_intermediate=11008, vocab_size=151936, **_QWEN_VISION, **_REAL)},
+        text_intermediate=11008, vocab_size=151936, tie_embeddings=True, **_QWEN_VISION,
+        **_REAL)},
     "qwen2.5-vl-7b": {"qwen2_5_vl": Geometry(
         "qwen2_5_vl", text_hidden=3584, text_layers=28, text_heads=28, text_kv_heads=4,
-        text_intermediate=18944, vocab_size=152064, **_QWEN_VISION, **_REAL)},
+        text_intermediate=18944, vocab_size=152064, tie_embeddings=False, **_QWEN_VISION,
+        **_REAL)},
     "internvl3-2b": {"internvl": Geometry(
         "internvl", text_hidden=1536, text_layers=28, text_heads=12, text_kv_heads=2,
-        text_intermediate=8960, vocab_size=151674, **_INTERNVIT_300M, **_REAL)},
+        text_intermediate=8960, vocab_size=151674, tie_embeddings=True, **_INTERNVIT_300M,
+        **_REAL)},
     "internvl3-8b": {"internvl": Geometry(
         "internvl", text_hidden=3584, text_layers=28, text_heads=28, text_kv_heads=4,
-        text_intermediate=18944, vocab_size=151674, **_INTERNVIT_300M, **_REAL)},
+        text_intermediate=18944, vocab_size=151674, tie_embeddings=False, **_INTERNVIT_300M,
+        **_REAL)},
 }
 
 
@@ -350,6 +355,11 @@ def _text_config(tokenizer: Any, g: Geometry) -> dict[str, Any]:
     }
 
 
+def _tie(g: Geometry) -> dict[str, bool]:
+    """``tie_word_embeddings`` for the composite config, when the geometry sets it."""
+    return {} if g.tie_embeddings is None else {"tie_word_embeddings": g.tie_embeddings}
+
+
 def _build_qwen2_5_vl(tokenizer: Any, g: Geometry) -> tuple[Any, Any]:
     """Return (config, processor) for a Qwen2.5-VL of geometry ``g``."""
     from transformers import (
@@ -395,6 +405,7 @@ def _build_qwen2_5_vl(tokenizer: Any, g: Geometry) -> tuple[Any, Any]:
         eos_token_id=text["eos_token_id"],
         pad_token_id=text["pad_token_id"],
         dtype=g.dtype,
+        **_tie(g),
     )
     pixels = {"min_pixels": 4 * _MERGE_PIXELS, "max_pixels": g.image_tokens * _MERGE_PIXELS}
     image_processor = Qwen2VLImageProcessor(
@@ -456,6 +467,7 @@ def _build_internvl(tokenizer: Any, g: Geometry) -> tuple[Any, Any]:
         eos_token_id=text["eos_token_id"],
         pad_token_id=text["pad_token_id"],
         dtype=g.dtype,
+        **_tie(g),
     )
     size = {"height": image_size, "width": image_size}
     image_processor = GotOcr2ImageProcessor(
@@ -538,8 +550,11 @@ def build_model(family: str, seed: int = 0, *, size: str = "tiny", depth_divisor
         model_class = InternVLForConditionalGeneration
     config.architectures = [model_class.__name__]  # as save_pretrained writes it
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    # fork_rng keeps the caller's global RNG untouched while seeding every init call.
-    with torch.random.fork_rng(devices=[]), torch.device(device):
+    # fork_rng keeps the caller's RNGs (the CPU's, and the GPU's when building on one)
+    # untouched while seeding every init call.
+    device = torch.device(device)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.device(device):
         torch.manual_seed(seed)
         model = model_class._from_config(config, dtype=dtype or getattr(torch, g.dtype),
                                          **extra)

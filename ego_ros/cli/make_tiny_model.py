@@ -5,14 +5,14 @@
 
 ``--size`` other than tiny writes a real checkpoint's shapes (layers, widths, vocabulary,
 image resolution) in bfloat16: gigabytes on disk (qwen2.5-vl-7b about 16 GB, internvl3-2b
-about 4 GB) and minutes to build; it exists to measure a robot's real latency (node, worker,
+about 3.5 GB) and minutes to build; it exists to measure a robot's real latency (node, worker,
 benchmarks) before a checkpoint is on board.
 
 The weights are RANDOM: whatever the model says is meaningless. The folder exists so that
 tests, demos and benchmarks can run the real transformers model classes (vision tower,
 projector, attention, generation) on machines with no checkpoint and no network. Load it with
 ``AutoModelForImageTextToText.from_pretrained(DIR)`` and ``AutoProcessor.from_pretrained(DIR)``,
-or pass it as ``model.path``. Prints one JSON object: path, family, seed, num_parameters,
+or pass it as ``model.path``. Prints one JSON object: path, family, seed, size, num_parameters,
 elapsed_s.
 """
 

@@ -142,6 +142,7 @@ class EgoEngine:
         self._version_counter = 0
         self._prefixes: OrderedDict[tuple, object] = OrderedDict()
         self._tails: dict[tuple[str, str], list] = {}
+        self._splits: dict[tuple, tuple] = {}  # memoised _questions
         self._yes = backend.variant_ids(answer_variants("yes"))
         self._no = backend.variant_ids(answer_variants("no"))
         if not self._yes or not self._no:
@@ -355,10 +356,13 @@ class EgoEngine:
 
         per-concept (the paper's protocol): one yes/no question per concept in context, scored
         by P(yes) / (P(yes) + P(no)) of the first answer token, all branching from the cached
-        memory prefix: with up to ``score_batch`` concepts and no caption, the query and every
-        question go through the model in one pass (a tree of continuations); otherwise the
-        query is prefilled once and the questions follow in batches. joint: one question
-        listing every name; the model answers with the present ones (no score, NaN)."""
+        memory prefix. The words all questions share run once (``_questions``): with up to
+        ``score_batch`` concepts and no caption, the query, those words and every question's
+        own rest go through the model in one pass (a tree of continuations); with more, the
+        query and the shared words take one pass and the rests follow in batches; with a
+        caption (which continues the query) whole questions follow in batches. joint: one
+        question listing every name; the model answers with the present ones (no score,
+        NaN)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         started = time.perf_counter()
@@ -368,12 +372,15 @@ class EgoEngine:
             results: list[ConceptScore] = []
             cap_text = ""
             query, names, state, query_part, _ = self._prefixed(frames, clip, concepts, "")
-            if (mode == "per-concept" and not caption and names
-                    and len(names) <= self.config.score_batch):
+            if mode == "per-concept" and not caption and names:
                 trunk, branches = self._questions(query, names)
-                logits = self.backend.prefill_tree(query_part + [trunk], branches,
-                                                   state)  # [N, V]
-                results = [self._decide(n, row) for n, row in zip(names, logits)]
+                if len(names) <= self.config.score_batch:  # query + every question, one pass
+                    logits = self.backend.prefill_tree(query_part + [trunk], branches,
+                                                       state)  # [N, V]
+                    results = [self._decide(n, row) for n, row in zip(names, logits)]
+                else:  # query + shared words in one pass, then the branches in batches
+                    _, state = self.backend.prefill(query_part + [trunk], state)
+                    results = self._score_batches(names, branches, state)
                 return RecognitionResult(results, names, mode, "",
                                          (time.perf_counter() - started) * 1000.0)
             _, state = self.backend.prefill(query_part, state)
@@ -385,8 +392,10 @@ class EgoEngine:
                                             max_new_tokens=self.config.max_new_tokens)
                 present = set(parse_present_names(gen.text, names))
                 results = [ConceptScore(n, n in present, math.nan) for n in names]
-            elif names:
-                results = self._score_all(query, names, state)
+            elif names:  # the caption continues the query, so the questions come whole
+                trunk, branches = self._questions(query, names)
+                whole = [torch.cat([trunk, b]) for b in branches]
+                results = self._score_batches(names, whole, state)
             if caption:
                 cap_text = self._generate_from(query, state, self.prompts.caption)
         return RecognitionResult(results, names, mode, cap_text,
@@ -424,16 +433,14 @@ class EgoEngine:
                 (1, 1, 1))
         return self._dummy
 
-    def _score_all(self, query: _Query, names: Sequence[str], state) -> list[ConceptScore]:
-        """One yes/no question per concept, all continuing the same [memories + query] state,
-        scored in batches of ``score_batch`` rows."""
-        trunk, branches = self._questions(query, names)
-        if trunk.numel():
-            _, state = self.backend.prefill([trunk], state)  # the words every question shares
+    def _score_batches(self, names: Sequence[str], questions: Sequence[torch.Tensor],
+                       state) -> list[ConceptScore]:
+        """Score each name's question (token ids continuing ``state``) in right-padded
+        batches of ``score_batch`` rows."""
         out: list[ConceptScore] = []
         step = self.config.score_batch
         for lo in range(0, len(names), step):
-            logits = self.backend.prefill_batch(branches[lo:lo + step], state)  # [n, V]
+            logits = self.backend.prefill_batch(questions[lo:lo + step], state)  # [n, V]
             out += [self._decide(name, row) for name, row in zip(names[lo:lo + step], logits)]
         return out
 
@@ -447,14 +454,20 @@ class EgoEngine:
         every branch keeps at least one token. The default wording ends with the name
         ("Answer yes or no. Does the query show {name}?"), so a branch is only the name, the
         question mark and the chat template's turn change."""
-        full = [torch.cat(self._task_tail(query, self.prompts.recognize_one.format(name=n)))
-                for n in names]
-        shortest = min(int(t.numel()) for t in full)
-        first = full[0]
-        shared = 0
-        while shared < shortest - 1 and all(int(t[shared]) == int(first[shared]) for t in full):
-            shared += 1
-        return first[:shared], [t[shared:] for t in full]
+        key = (query.after, self.prompts.recognize_one, tuple(names))
+        split = self._splits.get(key)
+        if split is None:
+            full = [torch.cat(self._task_tail(query, self.prompts.recognize_one.format(name=n)))
+                    for n in names]
+            width = min(int(t.numel()) for t in full) - 1  # every branch keeps a token
+            rows = torch.stack([t[:width] for t in full])  # [N, width]
+            differs = (rows != rows[:1]).any(dim=0).nonzero()
+            shared = int(differs[0]) if differs.numel() else width
+            split = (full[0][:shared], [t[shared:] for t in full])
+            if len(self._splits) >= 256:
+                self._splits.clear()
+            self._splits[key] = split
+        return split
 
     def _decide(self, name: str, logits: torch.Tensor) -> ConceptScore:
         """Score and decision of one concept from its first answer token's logits ``[V]``."""

@@ -28,7 +28,11 @@ class Prompts:
     query_image: str = "Query image: <ego:query>\n"
     query_clip: str = "Query video: <ego:query>\n"
     # The name comes last: the engine runs the words all per-concept questions share once
-    # and only "{name}?" + the turn change per concept (EgoEngine._questions).
+    # and only "{name}?" + the turn change per concept (EgoEngine._questions). Like every
+    # prompt here, its accuracy has not been measured on a real checkpoint (none can run
+    # where this is built): `ego-ros eval` on a real model is how to compare wordings; any
+    # wording works with the split, e.g. the paper-like "Is {name} in the query? Answer yes
+    # or no." (longer per concept: 19-20 tokens instead of 7-8).
     recognize_one: str = "Answer yes or no. Does the query show {name}?"
     recognize_joint: str = ("Which of these are in the query: {names}? "
                             "Answer with their names separated by commas, or none.")
