@@ -237,14 +237,12 @@ def introduce_all(backend, root: Path, references: Sequence, count: int) -> tupl
 # -- one model ----------------------------------------------------------------------------------
 def load(cfg: BenchConfig, family: str):
     from ego_ros.backends.base import BackendConfig
-    from ego_ros.backends.loading import load_backend, random_backend
+    from ego_ros.backends.loading import load_backend
     from ego_ros.backends.tiny import ensure_tiny_model
 
     if cfg.model is None and cfg.size != "tiny":
-        label = f"<random {cfg.size}, depth / {cfg.depth_divisor}>"
-        return random_backend(family, cfg.size, BackendConfig(
-            label, family=family, device=cfg.device, dtype=cfg.dtype),
-            depth_divisor=cfg.depth_divisor)
+        return common.random_shapes_backend(cfg.size, family, device=cfg.device,
+                                            dtype=cfg.dtype, depth_divisor=cfg.depth_divisor)
     path = cfg.model if cfg.model is not None else ensure_tiny_model(family)
     return load_backend(BackendConfig(path, family=family, device=cfg.device, dtype=cfg.dtype))
 

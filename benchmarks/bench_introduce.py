@@ -34,12 +34,28 @@ import numpy as np
 import torch
 
 try:  # run as a script (benchmarks/ on sys.path) or as a module of the repository
-    from common import cuda_sync, format_table, host_info, interleaved, ratio, scene
+    from common import (
+        cuda_sync,
+        format_table,
+        host_info,
+        interleaved,
+        random_shapes_backend,
+        ratio,
+        scene,
+    )
 except ImportError:  # pragma: no cover - depends on how the script is started
-    from benchmarks.common import cuda_sync, format_table, host_info, interleaved, ratio, scene
+    from benchmarks.common import (
+        cuda_sync,
+        format_table,
+        host_info,
+        interleaved,
+        random_shapes_backend,
+        ratio,
+        scene,
+    )
 
 from ego_ros.backends.base import BackendConfig
-from ego_ros.backends.loading import load_backend, random_backend
+from ego_ros.backends.loading import load_backend
 from ego_ros.backends.tiny import FAMILIES, SIZES, ensure_tiny_model, read_tiny_marker
 from ego_ros.core.calibration import resolve_layers
 from ego_ros.core.introduce import IntroduceConfig, introduce_view
@@ -109,7 +125,7 @@ def eager_attention_bytes(backend, image: np.ndarray, generated: list[int],
     same model switched to the eager kernel for one forward pass (then switched back)."""
     from ego_ros.backends.loading import attention_implementations
 
-    eager = backend.model
+    model = backend.model
     inputs = _eager_inputs(backend, image, generated)
     peak = None
     cuda = backend.device.type == "cuda"
@@ -117,12 +133,12 @@ def eager_attention_bytes(backend, image: np.ndarray, generated: list[int],
         torch.cuda.synchronize(backend.device)
         base = torch.cuda.memory_allocated(backend.device)
         torch.cuda.reset_peak_memory_stats(backend.device)
-    eager.set_attn_implementation("eager")
+    model.set_attn_implementation("eager")
     try:
         with torch.inference_mode():
-            out = eager(**inputs, output_attentions=True)
+            out = model(**inputs, output_attentions=True)
     finally:
-        eager.set_attn_implementation(attention_implementations())
+        model.set_attn_implementation(attention_implementations())
     if cuda:
         torch.cuda.synchronize(backend.device)
         peak = torch.cuda.max_memory_allocated(backend.device) - base
@@ -240,11 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         return lambda: load_backend(BackendConfig(path, dtype=args.dtype, device=args.device))
 
     def random(size: str):
-        family = next(iter(SIZES[size]))
-        label = f"<random {size}, depth / {args.depth_divisor}>"
-        return lambda: random_backend(family, size, BackendConfig(
-            label, family=family, dtype=args.dtype, device=args.device),
-            depth_divisor=args.depth_divisor)
+        return lambda: random_shapes_backend(size, next(iter(SIZES[size])), device=args.device,
+                                             dtype=args.dtype,
+                                             depth_divisor=args.depth_divisor)
 
     models: list[tuple[str, object]] = []
     if not args.no_tiny:

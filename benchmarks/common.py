@@ -84,6 +84,19 @@ def cuda_sync(device) -> Callable[[], None]:
     return _no_sync
 
 
+def random_shapes_backend(size: str, family: str, *, device: str = "auto", dtype: str = "auto",
+                          depth_divisor: int = 1):
+    """A backend over random weights with a real checkpoint's shapes (``--size`` /
+    ``--random``), built in memory; its path is a label naming the size and depth."""
+    from ego_ros.backends.base import BackendConfig
+    from ego_ros.backends.loading import random_backend
+
+    label = f"<random {size}, depth / {depth_divisor}>"
+    return random_backend(family, size, BackendConfig(label, family=family, device=device,
+                                                      dtype=dtype),
+                          depth_divisor=depth_divisor)
+
+
 def cpu_name() -> str:
     """The CPU's marketing name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
     try:

@@ -32,10 +32,15 @@ def detect_family(config: BackendConfig) -> type[FamilyAdapter]:
         model_type = json.loads(cfg_file.read_text())["model_type"]
     except (OSError, ValueError, KeyError) as exc:
         raise BackendError(f"cannot read model_type from {cfg_file}: {exc}") from None
+    return adapter_for_type(model_type, f"{config.path}: ")
+
+
+def adapter_for_type(model_type: str, where: str = "") -> type[FamilyAdapter]:
+    """The adapter whose family has ``model_type`` (a config's ``model_type``)."""
     for adapter in ADAPTERS:
         if model_type in adapter.model_types:
             return adapter
-    raise BackendError(f"{config.path}: model_type {model_type!r} is not supported "
+    raise BackendError(f"{where}model_type {model_type!r} is not supported "
                        f"(supported families: {', '.join(FAMILIES)})")
 
 
@@ -96,10 +101,7 @@ def backend_from_model(model, processor, config: BackendConfig) -> LVLMBackend:
     The model must use :func:`attention_implementations`; the family is detected from its
     ``model_type`` unless ``config.family`` names it."""
     model_type = model.config.model_type
-    adapter_cls = next((a for a in ADAPTERS if model_type in a.model_types), None)
-    if adapter_cls is None:
-        raise BackendError(f"model_type {model_type!r} is not supported "
-                           f"(supported families: {', '.join(FAMILIES)})")
+    adapter_cls = adapter_for_type(model_type)
     if config.family not in ("auto", adapter_cls.family):
         raise BackendError(f"model.family is {config.family!r} but the model is a "
                            f"{adapter_cls.family} ({model_type})")
