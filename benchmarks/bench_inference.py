@@ -15,6 +15,10 @@ as the median of --repeats timings after --warmup untimed rounds. Variants (same
 
   plain                   the plain model, no concepts: query image + one yes/no question
                           (the text before the image prefilled once and cached)
+  plain_per_concept_10    the plain model asking the same 10 per-concept questions as Ego,
+                          the same way (shared words once, one tree pass), no memories:
+                          ego_per_concept_10 / this is what the memories alone cost, this /
+                          plain what asking 10 questions instead of one costs
   ego_per_concept_10      EgoEngine.recognize, 10 concepts, per-concept mode (10 questions,
                           all branching from one cached [memories + query] state and scored
                           in one batched pass), warm prefix
@@ -57,13 +61,16 @@ log = logging.getLogger("bench_inference")
 FAMILIES = ("qwen2_5_vl", "internvl")
 NAMES = ("my mug", "Anna", "my backpack", "Bob", "my keys", "Luna", "my laptop", "Max",
          "my plant", "my bike")
-VARIANTS = ("plain", "ego_per_concept_10", "ego_per_concept_10_no_reuse",
-            "ego_per_concept_10_unbatched", "ego_one_question_10", "ego_one_question_10_no_reuse",
-            "ego_one_concept", "ego_joint_10_first_token", "reference_images_10")
+VARIANTS = ("plain", "plain_per_concept_10", "ego_per_concept_10",
+            "ego_per_concept_10_no_reuse", "ego_per_concept_10_unbatched", "ego_one_question_10",
+            "ego_one_question_10_no_reuse", "ego_one_concept", "ego_joint_10_first_token",
+            "reference_images_10")
 # ratio name: (numerator variant, denominator variant)
 RATIOS = {
     "overhead_per_concept_10": ("ego_per_concept_10", "plain"),
     "overhead_per_concept_10_no_reuse": ("ego_per_concept_10_no_reuse", "plain"),
+    "memories_cost_per_concept_10": ("ego_per_concept_10", "plain_per_concept_10"),
+    "questions_cost_per_concept_10": ("plain_per_concept_10", "plain"),
     "overhead_one_question_10": ("ego_one_question_10", "plain"),
     "overhead_one_question_10_no_reuse": ("ego_one_question_10_no_reuse", "plain"),
     "overhead_one_concept": ("ego_one_concept", "plain"),
@@ -140,17 +147,54 @@ class PlainModel:
         self.no = backend.variant_ids(answer_variants("no"))
         self._header = None  # (number of segments before the image, their cached state)
 
-    def __call__(self, frame) -> float:
-        from ego_ros.core.scoring import yes_no_score
-
+    def _from_query(self, frame) -> tuple[list, Any]:
+        """The frame's segments from its image block on, and the cached header's state."""
         block = self.backend.encode_images([frame])[0]
         segments = self.backend.render(self.text, {"query": block})
         if self._header is None:
             first = next(i for i, seg in enumerate(segments) if seg is block)
             self._header = (first, self.backend.prefill(segments[:first])[1])
         first, state = self._header
-        logits, _ = self.backend.prefill(segments[first:], state, keep_state=False)  # [V]
+        return segments[first:], state
+
+    def __call__(self, frame) -> float:
+        from ego_ros.core.scoring import yes_no_score
+
+        segments, state = self._from_query(frame)
+        logits, _ = self.backend.prefill(segments, state, keep_state=False)  # [V]
         return float(yes_no_score(logits, self.yes, self.no))
+
+
+class PlainPerConcept(PlainModel):
+    """The plain model asking the per-concept protocol's questions, with no memories: the
+    same 10 questions, their shared words run once and each question's own rest as a branch
+    of one tree pass, exactly as ``EgoEngine.recognize`` asks them (``split_shared_prefix``).
+    Ego against this is what the memories alone cost the per-concept protocol."""
+
+    def __init__(self, backend, prompts, names: Sequence[str]) -> None:
+        super().__init__(backend, prompts, names[0])
+        self.questions = [prompts.query_image + prompts.recognize_one.format(name=n)
+                          for n in names]
+        self._split = None  # (trunk, branches): text only, the same for every frame
+
+    def __call__(self, frame) -> list[float]:
+        import torch
+
+        from ego_ros.core.engine import split_shared_prefix
+        from ego_ros.core.scoring import yes_no_score
+
+        segments, state = self._from_query(frame)
+        block = segments[0]
+        if self._split is None:
+            tails = []
+            for text in self.questions:
+                rendered = self.backend.render(text, {"query": block})
+                at = next(i for i, seg in enumerate(rendered) if seg is block)
+                tails.append(torch.cat(rendered[at + 1:]))
+            self._split = split_shared_prefix(tails)
+        trunk, branches = self._split
+        logits = self.backend.prefill_tree([block, trunk], branches, state)  # [N, V]
+        return [float(yes_no_score(row, self.yes, self.no)) for row in logits]
 
 
 class ReferenceImagesInContext(PlainModel):
@@ -270,9 +314,11 @@ def bench_model(cfg: BenchConfig, family: str, workdir: Path) -> dict[str, Any]:
     joint = engine(max_new_tokens=1)
     prompts = reuse.prompts
     plain = PlainModel(backend, prompts, NAMES[0])
+    plain_questions = PlainPerConcept(backend, prompts, NAMES)
     reference = ReferenceImagesInContext(backend, prompts, NAMES, references)
     variants = {
         "plain": lambda: plain(frame),
+        "plain_per_concept_10": lambda: plain_questions(frame),
         "ego_per_concept_10": lambda: reuse.recognize([frame]),
         "ego_per_concept_10_no_reuse": lambda: no_reuse.recognize([frame]),
         "ego_per_concept_10_unbatched": lambda: unbatched.recognize([frame]),

@@ -287,6 +287,22 @@ def test_shared_question_trunk_changes_no_score(backend, tmp_path, make_scene, w
                 assert c.score == pytest.approx(float(alone), abs=1e-5)
 
 
+def test_split_shared_prefix_rebuilds_every_sequence():
+    from ego_ros.core.engine import split_shared_prefix
+
+    t = torch.tensor
+    trunk, branches = split_shared_prefix([t([1, 2, 3, 9]), t([1, 2, 4]), t([1, 2, 3, 5, 6])])
+    assert trunk.tolist() == [1, 2] and [b.tolist() for b in branches] == [[3, 9], [4], [3, 5, 6]]
+    # identical sequences, or one a prefix of another: every branch still keeps a token
+    trunk, branches = split_shared_prefix([t([7, 8]), t([7, 8, 9])])
+    assert trunk.tolist() == [7] and [b.tolist() for b in branches] == [[8], [8, 9]]
+    trunk, branches = split_shared_prefix([t([5])])
+    assert trunk.numel() == 0 and branches[0].tolist() == [5]
+    for bad in ([], [t([1]), t([], dtype=torch.long)]):
+        with pytest.raises(ValueError, match="split_shared_prefix"):
+            split_shared_prefix(bad)
+
+
 def test_caption_inside_recognition_equals_the_caption_task(engine, make_scene):
     """recognize(caption=True) reuses the query state; the caption must be the same text the
     caption task gives on its own (same prompt tokens, same greedy decode)."""

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-VARIANTS = {"plain", "ego_per_concept_10", "ego_per_concept_10_no_reuse",
+VARIANTS = {"plain", "plain_per_concept_10", "ego_per_concept_10", "ego_per_concept_10_no_reuse",
             "ego_per_concept_10_unbatched", "ego_one_question_10", "ego_one_question_10_no_reuse",
             "ego_one_concept", "ego_joint_10_first_token", "reference_images_10"}
 RATIOS = {"overhead_per_concept_10", "overhead_per_concept_10_no_reuse",
+          "memories_cost_per_concept_10", "questions_cost_per_concept_10",
           "overhead_one_question_10", "overhead_one_question_10_no_reuse",
           "overhead_one_concept", "overhead_joint_10_first_token", "reference_speedup",
           "reference_speedup_no_reuse", "prefix_reuse_speedup_per_concept_10",
@@ -86,6 +87,26 @@ def test_text_report_shows_tables_and_targets(quick_run, tmp_path):
                           str(tmp_path / "none.json")], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode != 0 and "cannot read" in bad.stderr
+
+
+def test_plain_per_concept_baseline_asks_egos_questions(monkeypatch, tiny_backends):
+    """The no-memory baseline of the per-concept protocol asks the same questions the same
+    way: its score for each name equals the plain model asked that one question."""
+    monkeypatch.syspath_prepend(str(BENCH_DIR))
+    import bench_inference
+    import common
+
+    from ego_ros.core.prompts import prompts_for
+
+    for backend in tiny_backends.values():
+        prompts = prompts_for(backend.family)
+        names = bench_inference.NAMES[:4]
+        frame = common.scene(7, (120, 160), objects=(0,))
+        scores = bench_inference.PlainPerConcept(backend, prompts, names)(frame)
+        assert len(scores) == len(names)
+        for name, score in zip(names, scores):
+            alone = bench_inference.PlainModel(backend, prompts, name)(frame)
+            assert score == pytest.approx(alone, abs=1e-5)
 
 
 def test_interleaved_timing_runs_every_variant_round_robin(monkeypatch):

@@ -106,6 +106,24 @@ class EngineConfig:
             object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
 
 
+def split_shared_prefix(sequences: Sequence[torch.Tensor]
+                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``(trunk, branches)``: the longest token prefix all ``sequences`` share, and each
+    sequence's rest, so that ``trunk + branches[i]`` is ``sequences[i]`` token for token.
+
+    Every branch keeps at least one token (the position whose logits answer the question).
+    """
+    if not sequences:
+        raise ValueError("split_shared_prefix: no sequences")
+    width = min(int(t.numel()) for t in sequences) - 1  # every branch keeps a token
+    if width < 0:
+        raise ValueError("split_shared_prefix: empty sequence")
+    rows = torch.stack([t[:width] for t in sequences])  # [N, width]
+    differs = (rows != rows[:1]).any(dim=0).nonzero()
+    shared = int(differs[0]) if differs.numel() else width
+    return sequences[0][:shared], [t[shared:] for t in sequences]
+
+
 @dataclass
 class _Query:
     """An encoded query (image or clip) and how it enters the prompt."""
@@ -457,13 +475,9 @@ class EgoEngine:
         key = (query.after, self.prompts.recognize_one, tuple(names))
         split = self._splits.get(key)
         if split is None:
-            full = [torch.cat(self._task_tail(query, self.prompts.recognize_one.format(name=n)))
-                    for n in names]
-            width = min(int(t.numel()) for t in full) - 1  # every branch keeps a token
-            rows = torch.stack([t[:width] for t in full])  # [N, width]
-            differs = (rows != rows[:1]).any(dim=0).nonzero()
-            shared = int(differs[0]) if differs.numel() else width
-            split = (full[0][:shared], [t[shared:] for t in full])
+            split = split_shared_prefix(
+                [torch.cat(self._task_tail(query, self.prompts.recognize_one.format(name=n)))
+                 for n in names])
             if len(self._splits) >= 256:
                 self._splits.clear()
             self._splits[key] = split
