@@ -184,3 +184,42 @@ def test_config_only_fingerprint_equals_the_loaded_models(tiny_backends, tiny_mo
     for family, path in tiny_model_dirs.items():
         args = argparse.Namespace(model=path, family="auto", dtype="auto", device="cpu")
         assert model_fingerprint(args) == tiny_backends[family].fingerprint
+
+
+def test_concepts_rebind_after_a_config_only_change(tmp_path, tiny_backends, tiny_model_dirs,
+                                                     make_scene, capsys):
+    """A transformers upgrade can add config keys: the same weights then get another
+    fingerprint and the store refuses its memories, saying how to re-label them; ``concepts
+    rebind`` does, and the upgraded model recognizes with them. Another family is refused."""
+    backend = tiny_backends["qwen2_5_vl"]
+    memory, _ = introduce_concept(backend, "mug", [make_scene(1)], [2])
+    store = tmp_path / "store"
+    MemoryStore(store, backend.fingerprint).put(memory)
+    upgraded = tmp_path / "upgraded"
+    upgraded.mkdir()
+    for item in Path(tiny_model_dirs["qwen2_5_vl"]).iterdir():
+        (upgraded / item.name).symlink_to(item)
+    config = json.loads((upgraded / "config.json").read_text())
+    (upgraded / "config.json").unlink()
+    (upgraded / "config.json").write_text(json.dumps({**config, "a_new_default": True}))
+    image = tmp_path / "q.png"
+    import cv2
+
+    assert cv2.imwrite(str(image), make_scene(3))
+    code, _, err = _run(capsys, "recognize", "--model", upgraded, "--store", store, image)
+    assert code == 2 and "concepts rebind" in err
+
+    code, _, err = _run(capsys, "concepts", "rebind", "--store", store,
+                        "--model", tiny_model_dirs["internvl"])
+    assert code == 2 and "made by model" in err and "concepts rebind" not in err
+    code, out, _ = _run(capsys, "concepts", "rebind", "--store", store, "--model", upgraded)
+    assert code == 0 and out["rebound"] == ["mug"]
+    assert out["fingerprint"] != backend.fingerprint.to_dict()
+    code, out, _ = _run(capsys, "concepts", "rebind", "mug", "--store", store,
+                        "--model", upgraded)
+    assert code == 0 and out["rebound"] == []
+    code, out, err = _run(capsys, "recognize", "--model", upgraded, "--store", store, image)
+    assert code == 0, err
+    assert [c["name"] for c in out["concepts"]] == ["mug"]
+    rebound = MemoryStore(store).get("mug")
+    assert np.array_equal(rebound.tokens.numpy(), memory.tokens.numpy())

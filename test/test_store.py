@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -439,6 +440,41 @@ def test_fingerprint_mismatch_refused(tmp_path: Path) -> None:
     # Export copies the file whatever model made it; the importing store checks it.
     exported = other.export("mug", tmp_path / "mug.safetensors")
     assert MemoryStore(tmp_path / "fp_store", FP).import_(exported).fingerprint == FP
+
+
+def test_rebind_relabels_same_shape_memories_only(tmp_path: Path) -> None:
+    """After a config-only change (OTHER_FP: same family and width), the old model's memories
+    are refused until ``rebind`` re-labels them; their tokens are untouched. A memory of
+    another width is never re-labelled, and a refused rebind rewrites nothing."""
+    old = MemoryStore(tmp_path, FP)
+    old.put(make_memory("mug"))
+    old.put(make_memory("cat", seed=1))
+    new = MemoryStore(tmp_path, OTHER_FP)
+    with pytest.raises(FingerprintMismatch, match="concepts rebind"):
+        new.get("mug")
+    assert new.rebind(OTHER_FP, ["mug"]) == ["mug"]
+    assert new.get("mug").fingerprint == OTHER_FP
+    assert_same_memory(dataclasses.replace(new.get("mug"), fingerprint=FP),
+                       MemoryStore(tmp_path / "x", FP).put(make_memory("mug")))
+    with pytest.raises(FingerprintMismatch):
+        new.get("cat")  # not named, not rebound
+    assert new.rebind(OTHER_FP) == ["cat"]  # all: "mug" already carries it
+    assert new.rebind(OTHER_FP) == []
+    assert sorted(new.get_many(new.names())) == ["cat", "mug"]
+    assert json.loads(new.manifest_path.read_text())["fingerprint"] == OTHER_FP.to_dict()
+    with pytest.raises(ConceptNotFound):
+        new.rebind(OTHER_FP, ["dog"])
+    # another family: refused, and nothing rewritten, not even the concept before it
+    mixed = MemoryStore(tmp_path / "mixed", None)
+    mixed.put(make_memory("a"))
+    mixed.put(make_memory("b", fingerprint=fingerprint_from_config("internvl", D, CONFIG)))
+    before = mixed.manifest_path.read_bytes()
+    with pytest.raises(FingerprintMismatch, match="'b'") as info:
+        mixed.rebind(OTHER_FP)
+    assert "concepts rebind" not in str(info.value)  # no hint where it cannot apply
+    assert mixed.manifest_path.read_bytes() == before
+    with pytest.raises(FingerprintMismatch):
+        mixed.rebind(ModelFingerprint("qwen2_5_vl", 2 * D, FP.config_hash), ["a"])  # width
 
 
 # ----------------------------------------------------------------------------- export / import

@@ -5,11 +5,15 @@
     ego-ros concepts export "my mug" mug.safetensors --store ~/.ego/store
     ego-ros concepts import mug.safetensors --store /other/store --name "Anna's mug"
     ego-ros concepts forget "my mug" --store ~/.ego/store
+    ego-ros concepts rebind --model ~/models/Qwen2.5-VL-7B-Instruct --store ~/.ego/store
 
 No model is loaded: memories are listed and moved as stored, whatever model made them (each
 carries that model's fingerprint). ``import --model DIR`` refuses a memory made by another model
-than the one in DIR, reading only DIR's config (not its weights). Each action prints one JSON
-object on stdout.
+than the one in DIR, reading only DIR's config (not its weights). ``rebind --model DIR`` is for
+a store its own model refuses after a config change (a transformers upgrade can add config keys,
+which changes the fingerprint's config hash): it re-labels the memories as DIR's, after you
+vouch the weights are the same; memories of another family or width are never re-labelled.
+Each action prints one JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``concepts`` and its actions on the top-level subparsers."""
     parser = sub.add_parser(
         "concepts",
-        help="list, show, forget, export or import stored concepts",
+        help="list, show, forget, export, import or rebind stored concepts",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -53,6 +57,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true",
                    help="overwrite a concept of the same name instead of adding views to it")
     add_model_options(p, required=False)
+    p = action("rebind", "re-label memories as made by --model, whose config (not weights) "
+                         "changed since they were made", run_rebind)
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these concepts (default: all)")
+    add_model_options(p, required=True)
     return parser
 
 
@@ -157,6 +165,21 @@ def run_import(args: argparse.Namespace) -> int:
         "num_views": memory.num_views,
         "fingerprint": memory.fingerprint.to_dict(),
         "fingerprint_checked": fingerprint is not None,
+        "store": str(store.root),
+    })
+    return 0
+
+
+def run_rebind(args: argparse.Namespace) -> int:
+    fingerprint = model_fingerprint(args)
+    store = _store(args)
+    try:
+        rebound = store.rebind(fingerprint, args.names or None)
+    except _errors() as exc:
+        raise CliError(str(exc)) from exc
+    print_json({
+        "rebound": rebound,
+        "fingerprint": fingerprint.to_dict(),
         "store": str(store.root),
     })
     return 0

@@ -60,10 +60,17 @@ class FingerprintMismatch(ValueError):  # noqa: N818 (name fixed by the issue)
     """A memory was made by a different model than the one asking for it."""
 
     def __init__(self, what: str, expected: ModelFingerprint, found: ModelFingerprint) -> None:
+        same_shape = (found.family, found.hidden_size) == (expected.family, expected.hidden_size)
+        hint = (
+            " If it is the same checkpoint and only its config changed (a transformers upgrade "
+            "can add config keys), 'ego-ros concepts rebind --model DIR --store DIR' "
+            "re-labels the stored memories; otherwise re-introduce the concept with this model."
+            if same_shape else " Re-introduce the concept with this model."
+        )
         super().__init__(
             f"{what} was made by model {found} but this store serves model {expected}; "
-            "memories live in one model's embedding space and cannot be used by another. "
-            "Re-introduce the concept with this model."
+            "memories live in one model's embedding space and cannot be used by another."
+            + hint
         )
         self.expected = expected
         self.found = found

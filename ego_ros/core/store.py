@@ -33,6 +33,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -293,10 +294,12 @@ class MemoryStore:
             n: c for n, c in self._cache.items() if n in live and live[n]["file"] == c[0]
         }
 
-    def _write_manifest(self, concepts: dict[str, dict[str, Any]]) -> None:
-        fingerprint = (
-            self.fingerprint.to_dict() if self.fingerprint else self._manifest.get("fingerprint")
-        )
+    def _write_manifest(self, concepts: dict[str, dict[str, Any]],
+                        owner: ModelFingerprint | None = None) -> None:
+        """Commit ``concepts``; the manifest names ``owner``, else this store's model, else
+        the model it named before, as its last writer."""
+        owner = owner or self.fingerprint
+        fingerprint = owner.to_dict() if owner else self._manifest.get("fingerprint")
         manifest = {
             "format": MANIFEST_FORMAT,
             "version": MANIFEST_VERSION,
@@ -501,38 +504,46 @@ class MemoryStore:
         memories = list(memories)
         for m in memories:
             self._check_fingerprint(f"concept {m.name!r}", m.fingerprint)
+        with self._writer() as concepts:
+            stored = self._commit(concepts, memories, replace)
+        log.info("store %s: stored %s", self.root, ", ".join(repr(n) for n in stored))
+        return [stored[m.name] for m in memories]
+
+    def _commit(self, concepts: dict[str, dict[str, Any]], memories: list[ConceptMemory],
+                replace: bool, owner: ModelFingerprint | None = None
+                ) -> dict[str, ConceptMemory]:
+        """Write ``memories`` and the manifest naming them; runs under the writer lock.
+        Returns each name's memory as stored."""
         stored: dict[str, ConceptMemory] = {}
         new_files: list[Path] = []
         obsolete: list[Path] = []
         committed = False
-        with self._writer() as concepts:
-            try:
-                for memory in memories:
-                    name = memory.name
-                    if name in concepts and not replace:
-                        base = stored.get(name) or self._load_for_update(name, concepts[name])
-                        memory = base.add_views(memory)
-                    data, meta = encode_memory(memory)
-                    rel = _new_file_name(name)
-                    _write_and_rename(self.root / rel, data)
-                    new_files.append(self.root / rel)
-                    if name in concepts:
-                        obsolete.append(self.root / concepts[name]["file"])
-                    concepts[name] = {"file": rel, **meta}
-                    stored[name] = memory
-                _fsync_dir(self.root / CONCEPT_DIR)
-                self._write_manifest(concepts)
-                committed = True
-            except BaseException:
-                if not committed:  # the old manifest is live: the new files are orphans
-                    self._remove(new_files)
-                raise
-            self._remove(obsolete)
-            if self._use_cache:
-                for name, memory in stored.items():
-                    self._cache[name] = (concepts[name]["file"], memory)
-        log.info("store %s: stored %s", self.root, ", ".join(repr(n) for n in stored))
-        return [stored[m.name] for m in memories]
+        try:
+            for memory in memories:
+                name = memory.name
+                if name in concepts and not replace:
+                    base = stored.get(name) or self._load_for_update(name, concepts[name])
+                    memory = base.add_views(memory)
+                data, meta = encode_memory(memory)
+                rel = _new_file_name(name)
+                _write_and_rename(self.root / rel, data)
+                new_files.append(self.root / rel)
+                if name in concepts:
+                    obsolete.append(self.root / concepts[name]["file"])
+                concepts[name] = {"file": rel, **meta}
+                stored[name] = memory
+            _fsync_dir(self.root / CONCEPT_DIR)
+            self._write_manifest(concepts, owner)
+            committed = True
+        except BaseException:
+            if not committed:  # the old manifest is live: the new files are orphans
+                self._remove(new_files)
+            raise
+        self._remove(obsolete)
+        if self._use_cache:
+            for name, memory in stored.items():
+                self._cache[name] = (concepts[name]["file"], memory)
+        return stored
 
     def _load_for_update(self, name: str, entry: Mapping[str, Any]) -> ConceptMemory:
         self._check_fingerprint(f"concept {name!r}", self._entry_fingerprint(name, entry))
@@ -568,6 +579,42 @@ class MemoryStore:
             self._remove([self.root / entry["file"]])
             self._cache.pop(name, None)
         log.info("store %s: deleted %r", self.root, name)
+
+    def rebind(self, fingerprint: ModelFingerprint,
+               names: Iterable[str] | None = None) -> list[str]:
+        """Re-label concepts (all, or ``names``) as made by the model ``fingerprint``; returns
+        the names rewritten, in one manifest commit (all or nothing).
+
+        For a model whose config changed but whose weights did not: a transformers upgrade
+        that adds config keys changes the config hash the fingerprint is made of, and the
+        store would refuse its own model's memories. The caller vouches that the weights are
+        the same; what can be checked is checked: a concept of another family or width is
+        refused (``FingerprintMismatch``, nothing rewritten), and concepts that already carry
+        ``fingerprint`` are left as they are."""
+        wanted = None if names is None else [validate_concept_name(n) for n in names]
+        with self._writer() as concepts:
+            stale = []
+            for name in sorted(concepts) if wanted is None else dict.fromkeys(wanted):
+                if name not in concepts:
+                    raise ConceptNotFound(f"no concept named {name!r} in store {self.root}")
+                found = self._entry_fingerprint(name, concepts[name])
+                if found == fingerprint:
+                    continue
+                if (found.family, found.hidden_size) != (fingerprint.family,
+                                                         fingerprint.hidden_size):
+                    raise FingerprintMismatch(f"concept {name!r}", fingerprint, found)
+                path = self._file_path(name, concepts[name])
+                try:
+                    memory = decode_memory(path.read_bytes(), str(path))
+                except OSError as exc:
+                    raise StoreError(f"concept {name!r}: cannot read {path} ({exc})") from exc
+                stale.append(dataclasses.replace(memory, fingerprint=fingerprint))
+            if stale:
+                self._commit(concepts, stale, replace=True, owner=fingerprint)
+        if stale:
+            log.info("store %s: rebound %s to model %s", self.root,
+                     ", ".join(repr(m.name) for m in stale), fingerprint)
+        return [m.name for m in stale]
 
     def import_(
         self, path: Path | str, name: str | None = None, replace: bool = False
