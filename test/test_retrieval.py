@@ -197,3 +197,24 @@ def test_coarse_to_fine_keeps_the_exact_top_and_exact_scores():
     assert index.rank(query, k=1, pool=64)[0][0] == "c0421"
     with pytest.raises(ValueError, match="pool"):
         index.rank(query, k=1, pool=0)
+
+
+def test_pooled_scores_gather_rows_of_uneven_and_moved_memories():
+    """The pooled search gathers each kept concept's rows in one product: memories of uneven
+    lengths, rows left dead by a removal and a replaced memory must all score exactly."""
+    gen = torch.Generator().manual_seed(3)
+    memories = {f"c{i:03d}": torch.randn(1 + i % 9, 16, generator=gen) for i in range(120)}
+    index = ConceptIndex.from_memories(memories)
+    index.remove("c007")  # dead rows in the middle of the buffer
+    index.add("c011", torch.randn(13, 16, generator=gen))  # moved to the end, longer
+    query = torch.randn(30, 16, generator=gen)
+    exact = dict(index.rank(query))
+    pooled = index.rank(query, k=None, pool=40)
+    assert len(pooled) == 40 and "c007" not in dict(pooled)
+    for name, score in pooled:
+        assert score == pytest.approx(exact[name], abs=1e-6)
+    centroids, names, _, _ = index._centroids()
+    for row, name in zip(centroids, names):
+        start, end = index._span[index._slot_of[name]]
+        mean = index._rows[start:end].mean(dim=0)
+        assert torch.allclose(row, mean / mean.norm(), atol=1e-6)

@@ -238,27 +238,47 @@ class ConceptIndex:
         ranked = sorted(scores.items(), key=lambda kv: (-round(kv[1], _TIE_DECIMALS), kv[0]))
         return ranked if k is None else ranked[:k]
 
-    def _centroids(self) -> tuple[torch.Tensor, list[str]]:
-        """Normalised mean memory token per live concept ``[C, D]``, and the names, cached
-        until the next add/remove."""
+    def _centroids(self) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+        """Per live concept: its normalised mean memory token ``[C, D]``, the names, and the
+        first row and row count of its memory ``[C]`` each; cached until the next
+        add/remove."""
         if self._centroid_cache is None:
             names = list(self._slot_of)
-            if not names:
-                return torch.empty(0, self.dim, device=self.device), []
-            cents = torch.stack([self._rows[slice(*self._span[self._slot_of[n]])].mean(dim=0)
-                                 for n in names])  # [C, D]
-            self._centroid_cache = (F.normalize(cents, dim=-1), names)
+            spans = [self._span[self._slot_of[n]] for n in names]
+            starts = torch.tensor([s for s, _ in spans], dtype=torch.long, device=self.device)
+            counts = torch.tensor([e - s for s, e in spans], dtype=torch.long,
+                                  device=self.device)
+            if names:
+                owner = torch.repeat_interleave(torch.arange(len(names), device=self.device),
+                                                counts)  # [R] concept of each live row
+                sums = torch.zeros(len(names), self.dim, device=self.device)
+                sums.index_add_(0, owner, self._rows[_row_index(starts, counts, owner)])
+                cents = F.normalize(sums / counts[:, None], dim=-1)  # [C, D]
+            else:
+                cents = torch.empty(0, self.dim, device=self.device)
+            self._centroid_cache = (cents, names, starts, counts)
         return self._centroid_cache
 
     def _pooled_scores(self, query_tokens: torch.Tensor, pool: int) -> dict[str, float]:
-        """Exact scores of the ``pool`` concepts whose centroids best match the query."""
+        """Exact scores of the ``pool`` concepts whose centroids best match the query: the
+        kept concepts' rows are gathered and scored in one product, whatever ``pool``."""
         q = F.normalize(query_tokens.to(self.device, torch.float32), dim=-1)  # [N_q, D]
-        cents, names = self._centroids()
+        cents, names, starts, counts = self._centroids()
         coarse = (cents @ q.T).amax(dim=1)  # [C]
-        keep = torch.topk(coarse, min(pool, len(names))).indices.tolist()
-        out = {}
-        for i in keep:
-            start, end = self._span[self._slot_of[names[i]]]
-            best = (self._rows[start:end] @ q.T).amax(dim=1)  # [N_c]
-            out[names[i]] = float(best.mean())
-        return out
+        keep = torch.topk(coarse, min(pool, len(names))).indices  # [P]
+        kept_counts = counts[keep]  # [P]
+        owner = torch.repeat_interleave(torch.arange(len(keep), device=self.device),
+                                        kept_counts)  # [R] kept concept of each row
+        rows = self._rows[_row_index(starts[keep], kept_counts, owner)]  # [R, D]
+        best = (rows @ q.T).amax(dim=1)  # [R]
+        sums = torch.zeros(len(keep), dtype=torch.float32, device=self.device)
+        sums.index_add_(0, owner, best)  # [P]
+        means = (sums / kept_counts).tolist()
+        return {names[i]: m for i, m in zip(keep.tolist(), means)}
+
+
+def _row_index(starts: torch.Tensor, counts: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """Row numbers ``[R]`` of consecutive spans (``starts``, ``counts`` ``[P]``), where
+    ``owner`` ``[R]`` names the span of each output row (``repeat_interleave`` of the counts)."""
+    first = torch.cumsum(counts, 0) - counts  # [P] where each span begins in the output
+    return starts[owner] + torch.arange(owner.numel(), device=owner.device) - first[owner]
