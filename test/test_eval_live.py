@@ -23,8 +23,12 @@ def small_bag(tmp_path_factory):
 
 
 def test_live_replay_scores_one_record_per_clip(small_bag, tiny_model_dirs, tmp_path):
+    """Recognition from the node's stream, and VQA: each labelled question put to ~/ask about
+    its own frame (named by stamp) while the stream is being recognized."""
+    from ego_ros.eval.report import compute_metrics
+
     labels = load_labels(small_bag)
-    config = EvalConfig(refs=1, tasks=("recognition",), progress=False)
+    config = EvalConfig(refs=1, tasks=("recognition", "vqa"), progress=False)
     records = run_live(
         bag=small_bag, labels=labels,
         backend_config=BackendConfig(tiny_model_dirs["qwen2_5_vl"], device="cpu"),
@@ -49,6 +53,19 @@ def test_live_replay_scores_one_record_per_clip(small_bag, tiny_model_dirs, tmp_
         assert all(0.0 <= s <= 1.0 for s in rec.scores.values())
         truth = {c for f in labels.frames if f.stamp_ns in rec.frame_stamps for c in f.concepts}
         assert set(rec.truth) == truth
+    assert labels.vqa  # file reference views: every labelled question is asked
+    assert records.details["questions_asked"] == len(labels.vqa)
+    assert records.details["questions_failed"] == 0, records.details["question_failures"]
+    key = lambda v: (v.stamp_ns, v.concept)  # noqa: E731
+    assert sorted(map(key, records.vqa)) == sorted(map(key, labels.vqa))
+    for asked in records.vqa:
+        item = next(v for v in labels.vqa if key(v) == key(asked))
+        assert (asked.question, asked.options, asked.answer) == (
+            item.question, dict(item.options), item.answer)
+        assert asked.multiple_choice and asked.latency_ms > 0
+        assert asked.choice is None or asked.choice in asked.options
+    vqa = compute_metrics(records)["vqa"]
+    assert vqa["questions"] == len(labels.vqa) and 0.0 <= vqa["accuracy"] <= 1.0
 
 
 def test_live_and_offline_evaluate_the_same_labelled_frames(small_bag, tiny_model_dirs,

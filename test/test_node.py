@@ -36,6 +36,7 @@ from std_msgs.msg import String
 
 from ego_interfaces.msg import Answer, Recognition
 from ego_interfaces.srv import Ask, ForgetConcept, IntroduceConcept, ListConcepts
+from ego_ros.core.parsing import parse_choice
 from ego_ros.ros.convert import ns_to_stamp, rgb_to_compressed_msg, rgb_to_image_msg, stamp_to_ns
 from ego_ros.ros.diagnostics import status_values
 from ego_ros.ros.executor import EgoExecutor
@@ -264,7 +265,24 @@ def test_compressed_input_questions_and_ask(tiny_model_dirs, tmp_path):
             reply = wait_future(ask.call_async(Ask.Request(question="Is it red?")),
                                 timeout_s=30.0)
             assert reply.success, reply.message
-            assert "clip of" in reply.message
+            assert "clip of" in reply.message and reply.choice == ""
+            assert stamp_to_ns(reply.stamp) in camera.good_stamps
+            # about a frame named by its stamp, as multiple choice
+            wanted = max(set(camera.good_stamps))
+            reply = wait_future(ask.call_async(Ask.Request(
+                question="Which colour?", options=["A=red", "b=blue"],
+                stamp=ns_to_stamp(wanted))), timeout_s=30.0)
+            assert reply.success, reply.message
+            assert stamp_to_ns(reply.stamp) == wanted
+            assert reply.choice == (parse_choice(reply.answer, ["A", "B"], ["red", "blue"])
+                                    or "")
+            for request, message in (
+                    (Ask.Request(question="Which?", stamp=ns_to_stamp(12345)),
+                     "no buffered camera frame is stamped 0.000012345"),
+                    (Ask.Request(question="Which?", options=["A=red"]), "bad options"),
+                    (Ask.Request(question="Which?", options=["A red", "B=x"]), "LETTER=TEXT")):
+                refused = wait_future(ask.call_async(request), timeout_s=30.0)
+                assert not refused.success and message in refused.message, refused.message
             unknown = wait_future(ask.call_async(
                 Ask.Request(question="Where is it?", concepts=["nobody"])), timeout_s=30.0)
             assert not unknown.success

@@ -278,3 +278,18 @@ def test_parse_present_names(text: str, expected: list[str]) -> None:
 def test_name_with_negation_word_is_not_a_negation() -> None:
     # The name's own words are not negation cues.
     assert parse_present_names("No Face is here", ["No Face", "Anna"]) == ["No Face"]
+
+
+def test_parse_options() -> None:
+    from ego_ros.core.parsing import parse_options
+
+    assert parse_options([]) is None
+    assert parse_options(["A=on the table", " b = on the floor "]) == {
+        "A": "on the table", "B": "on the floor"}
+    assert parse_options(["A=x=y", "B=z"]) == {"A": "x=y", "B": "z"}  # text may hold '='
+    for bad, message in ((["A on the table", "B=x"], "LETTER=TEXT"), (["AB=x", "C=y"], "LETTER"),
+                         (["1=x", "2=y"], "LETTER"), (["A=", "B=y"], "LETTER"),
+                         (["A=x", "a=y"], "given twice"), (["A=x"], "at least two"),
+                         (["\u00c9=x", "B=y"], "LETTER")):
+        with pytest.raises(ValueError, match=message):
+            parse_options(bad)

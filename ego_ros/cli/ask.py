@@ -63,17 +63,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _options(items: list[str]) -> dict[str, str] | None:
     """``["A=on the table", "B=on the floor"]`` -> ``{"A": ..., "B": ...}``; None when empty."""
-    if not items:
-        return None
-    options: dict[str, str] = {}
-    for item in items:
-        letter, sep, text = item.partition("=")
-        letter = letter.strip().upper()
-        if not sep or len(letter) != 1 or not letter.isalpha() or not text.strip():
-            raise CliError(f"--option {item!r}: write it as LETTER=TEXT, e.g. 'A=on the table'")
-        if letter in options:
-            raise CliError(f"--option {letter} is given twice")
-        options[letter] = text.strip()
-    if len(options) < 2:
-        raise CliError("a multiple-choice question needs at least two --option")
-    return options
+    from ego_ros.core.parsing import parse_options
+
+    try:
+        return parse_options(items)
+    except ValueError as exc:
+        raise CliError(f"--option: {exc}") from None

@@ -10,7 +10,8 @@ and captions written for the frames with reference captions.
 
 --mode offline (default) sends the bag's frames straight to the model in this process:
 deterministic and as fast as the model allows. --mode live plays the bag into the ROS node in
-real time and scores what it publishes (needs the node's live evaluation module); with
+real time and scores what it publishes (needs the node's live evaluation module), asking
+each labelled question through the node's ~/ask service about its own frame; with
 --endpoint the node uses a running engine worker instead of loading --model itself:
 
     ego-ros worker --model ~/models/Qwen2.5-VL-7B-Instruct --store /tmp/eval_store &

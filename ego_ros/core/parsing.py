@@ -22,6 +22,7 @@ __all__ = [
     "mentioned_names",
     "parse_area_percent",
     "parse_choice",
+    "parse_options",
     "parse_present_names",
     "parse_yes_no",
 ]
@@ -361,6 +362,26 @@ def parse_choice(
 
 
 _SPACELESS_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR")
+
+
+def parse_options(items: Sequence[str]) -> dict[str, str] | None:
+    """Multiple-choice options written ``"A=on the table"`` -> ``{"A": "on the table"}``;
+    None for no items. The letter may be lower case; raises ``ValueError`` naming the bad
+    item, a letter given twice, or a single option."""
+    if not items:
+        return None
+    options: dict[str, str] = {}
+    for item in items:
+        letter, sep, text = item.partition("=")
+        letter = letter.strip().upper()
+        if not sep or len(letter) != 1 or not ("A" <= letter <= "Z") or not text.strip():
+            raise ValueError(f"option {item!r}: write it as LETTER=TEXT, e.g. 'A=on the table'")
+        if letter in options:
+            raise ValueError(f"option {letter} is given twice")
+        options[letter] = text.strip()
+    if len(options) < 2:
+        raise ValueError("a multiple-choice question needs at least two options")
+    return options
 
 
 def _spaceless(ch: str) -> bool:

@@ -14,11 +14,16 @@ first ``config.refs`` of each concept) are never scored: a clip that spans one i
 was taught from.
 
 Live mode scores recognition and, with ``tasks.caption``, captions (both travel in
-``Recognition``); VQA needs a question tied to one frame and is left to offline mode.
+``Recognition``). VQA (``vqa`` in the tasks): when a frame with labelled questions goes by,
+each question is put to ``~/ask`` naming that frame by its header stamp (and the item's
+concept and options), so the node answers about the clip ending at that very frame while it
+keeps recognizing the stream; an answer's latency is the service round trip, queueing behind
+the stream's clips included.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -29,11 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from ego_ros.bag.io import bag_info, read_image_bag
-from ego_ros.bag.labels import BagLabels, reference_images
+from ego_ros.bag.labels import BagLabels, VqaItem, reference_images
 from ego_ros.bag.play import PlayConfig, play_bag
 from ego_ros.core.parsing import mentioned_names
 from ego_ros.eval.offline import EvalConfig, EvalError, reference_indices
-from ego_ros.eval.report import CaptionRecord, EvalRecords, RecognitionRecord, TeachRecord
+from ego_ros.eval.report import (
+    CaptionRecord,
+    EvalRecords,
+    RecognitionRecord,
+    TeachRecord,
+    VqaRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +60,7 @@ class LiveSettings:
     tail_s: wait after the bag ends for the last clips to be answered.
     introduce_timeout_s: longest wait for one teaching call.
     rate: playback speed factor (1.0 = real time, as on a robot).
+    answer_timeout_s: after the tail, longest wait for the VQA answers still pending.
     """
 
     period_s: float = 0.5
@@ -56,9 +68,10 @@ class LiveSettings:
     tail_s: float = 3.0
     introduce_timeout_s: float = 300.0
     rate: float = 1.0
+    answer_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
-        for name in ("period_s", "tail_s", "introduce_timeout_s", "rate"):
+        for name in ("period_s", "tail_s", "introduce_timeout_s", "rate", "answer_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"LiveSettings.{name} must be positive, got "
                                  f"{getattr(self, name)!r}")
@@ -120,7 +133,7 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
     from sensor_msgs.msg import CompressedImage, Image
 
     from ego_interfaces.msg import Answer, Recognition
-    from ego_interfaces.srv import IntroduceConcept
+    from ego_interfaces.srv import Ask, IntroduceConcept
     from ego_ros.ros.convert import rgb_to_image_msg, stamp_to_ns
     from ego_ros.ros.executor import EgoExecutor
     from ego_ros.ros.node import OUTPUT_QOS, EgoNode
@@ -138,6 +151,14 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
     params = node_parameters(backend_config, store_dir, config, engine_config, compressed,
                              live, endpoint)
     remap = f"image/compressed:={topic}" if compressed else f"image:={topic}"
+
+    references = reference_stamps(bag, labels, config.refs)
+    vqa_items: dict[int, list[VqaItem]] = {}
+    if "vqa" in config.tasks:
+        for item in labels.vqa:
+            if item.stamp_ns not in references:
+                vqa_items.setdefault(item.stamp_ns, []).append(item)
+    asked: list[_Asked] = []
 
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -171,6 +192,19 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
         introduce = client.create_client(IntroduceConcept, "/ego_node/introduce_concept")
         camera = client.create_publisher(CompressedImage if compressed else Image, topic,
                                          OUTPUT_QOS)
+        if vqa_items:
+            ask = client.create_client(Ask, "/ego_node/ask")
+
+            def on_frame(msg) -> None:  # a labelled frame goes by: ask about it
+                for item in vqa_items.get(stamp_to_ns(msg.header.stamp), ()):
+                    options = [f"{k}={v}" for k, v in sorted((item.options or {}).items())]
+                    request = Ask.Request(question=item.question, concepts=[item.concept],
+                                          options=options, stamp=msg.header.stamp)
+                    with lock:
+                        asked.append(_Asked(item, ask.call_async(request)))
+
+            client.create_subscription(CompressedImage if compressed else Image, topic,
+                                       on_frame, OUTPUT_QOS)
         executor = EgoExecutor(num_threads=4, context=context)
         executor.add_node(node)
         executor.add_node(client)
@@ -213,6 +247,12 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
                                  wait_timeout_s=30.0))
         time.sleep(live.tail_s)  # let the last sampled clips be answered
         stop.set()
+        with lock:
+            pending = [a.future for a in asked]
+        if pending and not _wait_all(pending, live.answer_timeout_s):
+            log.warning("%d of %d questions still unanswered after %.0f s",
+                        sum(not f.done() for f in pending), len(pending),
+                        live.answer_timeout_s)
         dropped = _clips_skipped(node)
     finally:
         if executor is not None:
@@ -226,18 +266,72 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
 
     with lock:
         messages = list(received)
-    references = reference_stamps(bag, labels, config.refs)
+        questions_asked = list(asked)
     recognition, captions, spanning = _match(messages, labels, stamp_to_ns, references)
+    vqa, vqa_details = _vqa_records(questions_asked, stamp_to_ns)
     return EvalRecords(
         mode="live", concepts=tuple(labels.concept_names), recognition=tuple(recognition),
-        captions=tuple(captions), teach=tuple(teach), clip_frames=config.clip_frames,
+        captions=tuple(captions), vqa=tuple(vqa), teach=tuple(teach),
+        clip_frames=config.clip_frames,
         labelled_frames=len({s for r in recognition for s in r.frame_stamps}),
         dropped=dropped, elapsed_s=time.perf_counter() - started,
         details={"bag": str(bag), "topic": topic, "recognitions_received": len(messages),
                  "answers_received": len(answers), "clip_period_s": live.period_s,
                  "playback_rate": live.rate, "reference_frames_excluded": len(references),
-                 "clips_with_reference_views": spanning,
+                 "clips_with_reference_views": spanning, **vqa_details,
                  **({"engine_endpoint": endpoint} if endpoint else {})})
+
+
+@dataclass
+class _Asked:
+    """A labelled question put to ``~/ask``, and when it was sent and answered."""
+
+    item: VqaItem
+    future: Any
+    sent: float = dataclasses.field(default_factory=time.perf_counter)
+    done: float | None = None
+
+    def __post_init__(self) -> None:
+        self.future.add_done_callback(lambda _: setattr(self, "done", time.perf_counter()))
+
+
+def _vqa_records(asked: Sequence[_Asked], stamp_to_ns) -> tuple[list[VqaRecord], dict]:
+    """One record per answered question. A question that failed, got no answer in time or
+    was answered about another frame is left out, like a dropped clip, and counted and
+    explained in the details."""
+    records, failures = [], []
+    for a in asked:
+        item, reply = a.item, a.future.result() if a.future.done() else None
+        if reply is None or not reply.success:
+            failures.append(f"{item.concept!r} at {item.stamp_ns}: "
+                            f"{'no answer in time' if reply is None else reply.message}")
+        elif stamp_to_ns(reply.stamp) != item.stamp_ns:
+            failures.append(f"{item.concept!r} at {item.stamp_ns}: answered about the frame "
+                            f"at {stamp_to_ns(reply.stamp)}")
+        else:
+            mc = item.options is not None
+            records.append(VqaRecord(
+                stamp_ns=item.stamp_ns, concept=item.concept, question=item.question,
+                options=dict(item.options) if mc else None, answer=item.answer,
+                response=reply.answer, choice=(reply.choice or None) if mc else None,
+                latency_ms=((a.done or time.perf_counter()) - a.sent) * 1000.0))
+    details: dict[str, Any] = {}
+    if asked:
+        details = {"questions_asked": len(asked), "questions_failed": len(failures)}
+        if failures:
+            details["question_failures"] = failures[:10]
+            log.warning("%d of %d questions were not answered: %s", len(failures), len(asked),
+                        "; ".join(failures[:3]))
+    return records, details
+
+
+def _wait_all(futures: Sequence[Any], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not all(f.done() for f in futures):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _show_to_camera(camera, images, compressed: bool, node) -> None:

@@ -12,23 +12,30 @@ callback group, so any of them may run concurrently with each other and with the
 
 from __future__ import annotations
 
+import bisect
+import time
+
 import numpy as np
 from std_msgs.msg import Header
 
 from ego_interfaces.srv import Ask, ForgetConcept, IntroduceConcept, ListConcepts
 from ego_ros.core.names import InvalidConceptName, validate_concept_name
 from ego_ros.core.overlay import draw_selection_overlay
+from ego_ros.core.parsing import parse_options
 from ego_ros.core.types import IntroduceResult
 from ego_ros.ros.convert import (
     ImageConversionError,
     image_msg_to_rgb,
     ns_to_stamp,
     rgb_to_image_msg,
+    stamp_to_ns,
 )
-from ego_ros.stream import Frame
+from ego_ros.stream import Frame, sample_clip
 
 # Seconds between repeats of the same warning/error log line (shared with the node).
 LOG_THROTTLE_S = 5.0
+# How long ~/ask waits for the camera frame a request names by stamp to arrive.
+ASK_FRAME_WAIT_S = 0.5
 
 
 class ServicesMixin:
@@ -119,21 +126,56 @@ class ServicesMixin:
         if not question:
             response.message = "the question is empty; ask something about the camera view"
             return response
-        frames = self._sample()
-        if frames is None:
-            response.message = self._no_frames(self._stream.clip.max_age_s)
+        try:
+            options = parse_options(list(request.options))
+        except ValueError as exc:
+            response.message = f"bad options: {exc}"
             return response
+        stamp_ns = stamp_to_ns(request.stamp)
+        if stamp_ns:
+            frames = self._clip_ending_at(stamp_ns, ASK_FRAME_WAIT_S)
+            if frames is None:
+                response.message = (
+                    f"no buffered camera frame is stamped {request.stamp.sec}."
+                    f"{request.stamp.nanosec:09d}: it never arrived within "
+                    f"{ASK_FRAME_WAIT_S:.1f} s or the buffer no longer holds it (it keeps "
+                    f"{self._buffer.max_frames} frames, {self._buffer.max_age_s:.1f} s)")
+                return response
+        else:
+            frames = self._sample()
+            if frames is None:
+                response.message = self._no_frames(self._stream.clip.max_age_s)
+                return response
         try:
             answer = self._service_engine.ask(question, [f.rgb for f in frames], clip=True,
-                                              concepts=list(request.concepts) or None)
+                                              concepts=list(request.concepts) or None,
+                                              options=options)
         except Exception as exc:
             response.message = f"could not answer: {self._explain(exc, 'ask')}"
             return response
         response.success = True
         response.answer = answer.answer
+        response.choice = answer.choice or ""
+        response.stamp = ns_to_stamp(frames[-1].stamp_ns)
         response.message = (f"answered about a clip of {len(frames)} frame(s) in "
                             f"{answer.latency_ms:.0f} ms")
         return response
+
+    def _clip_ending_at(self, stamp_ns: int, wait_s: float) -> list[Frame] | None:
+        """The clip the node would have cut when the frame stamped ``stamp_ns`` arrived (its
+        clip settings, frames older than it only); waits up to ``wait_s`` for a frame that is
+        not buffered yet. None when it is not buffered: never received, or evicted."""
+        clip = self._stream.clip
+        deadline = time.monotonic() + wait_s
+        while True:
+            frames = self._buffer.snapshot()
+            upto = frames[:bisect.bisect_right(frames, stamp_ns, key=lambda f: f.stamp_ns)]
+            if upto and upto[-1].stamp_ns == stamp_ns:
+                return sample_clip(upto, clip.num_frames, clip.window_s, upto[-1].received_ns,
+                                   clip.max_age_s)
+            if len(upto) < len(frames) or time.monotonic() > deadline:
+                return None  # newer frames came, or nothing did: it will not arrive now
+            time.sleep(0.005)
 
     def _on_list_concepts(self, request: ListConcepts.Request,
                           response: ListConcepts.Response) -> ListConcepts.Response:
