@@ -16,6 +16,8 @@ def test_demo_tells_the_whole_story(tmp_path, tiny_model_dirs):
     assert summary["mode"] == "live" and summary["concepts"] == 3
     assert summary["frames_evaluated"] >= 1
     assert 0.0 <= summary["recognition"]["precision"] <= 1.0
+    assert summary["vqa"]["questions"] == 3  # one labelled A/B question per object, via ~/ask
+    assert 0.0 <= summary["vqa"]["accuracy"] <= 1.0
     log = run.stderr
     assert "RANDOM weights" in log  # it says plainly that the answers mean nothing
     assert "taught kiro from frames captured by the camera" in log

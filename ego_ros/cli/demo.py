@@ -10,7 +10,8 @@
    with no images, so the node learns from the frames it captured; tavi and nox are taught
    with their reference views in the request;
 4. the bag is replayed into the node in real time; every Recognition is printed as it
-   arrives, and a question sent on ~/question comes back on ~/answer;
+   arrives, a question sent on ~/question comes back on ~/answer, and the bag's labelled
+   multiple-choice questions go to ~/ask about their own frames (named by stamp);
 5. the run is scored with the paper's metrics and a report is written (report.md, plots).
 
 The default model is the offline tiny model: real model classes with RANDOM weights, so its
@@ -113,8 +114,9 @@ def run(args: argparse.Namespace) -> int:
     names = labels.concept_names
     _say(f"2-3. starting ego_node ({model}); teaching {names[0]} from captured camera frames, "
          f"{', '.join(names[1:])} from reference views")
-    _say(f"4. replaying the bag into the node; asking {QUESTION!r} on ~/question")
-    config = EvalConfig(refs=3, tasks=("recognition", "caption"), progress=False)
+    _say(f"4. replaying the bag into the node; asking {QUESTION!r} on ~/question and "
+         f"{len(labels.vqa)} labelled multiple-choice question(s) through ~/ask")
+    config = EvalConfig(refs=3, tasks=("recognition", "vqa", "caption"), progress=False)
     try:
         records = run_live(
             bag=out / "bag", labels=labels, backend_config=backend_config,
