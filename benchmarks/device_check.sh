@@ -15,9 +15,11 @@
 #
 # The machine's own python3 must have torch with CUDA, tokenizers, safetensors, numpy, pillow
 # and opencv, and the transformers this project pins (requirements.txt). Wheels found in .whl/
-# (ignored by .gitignore: `pip download --no-deps --only-binary=:all: --python-version 3.12 ...
-# -d .whl transformers==X huggingface_hub==Y tokenizers==Z`, then carry `.whl`) are installed
-# into /tmp/site first and win over the machine's own.
+# (ignored by .gitignore: `pip download --no-deps --only-binary=:all: --python-version 3.12
+# -d .whl transformers==X`, then carry `.whl`) are installed into /tmp/site first and win over
+# the machine's own. Carry only what the machine lacks: they go in without their dependencies,
+# and a newer huggingface_hub (2.x needs httpx2, which the GPU image does not have) would break
+# `import transformers` there. The environment is checked first, so a bad one fails in seconds.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 out=${OUT:-device-out}
@@ -31,8 +33,11 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-"$python" -c 'import torch, transformers; print("torch", torch.__version__, "transformers",
-transformers.__version__, "cuda", torch.cuda.is_available())' | tee -a "$out/gpu.txt"
+"$python" -c 'import torch, transformers, ego_ros.backends.loading, ego_ros.core.engine
+print("torch", torch.__version__, "transformers", transformers.__version__, "cuda",
+      torch.cuda.is_available())
+assert torch.cuda.is_available(), "no CUDA device visible to torch"' 2>&1 | tee -a "$out/gpu.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "the environment cannot run the benchmarks" >&2; exit 1; }
 
 status=0
 for size in $sizes; do
