@@ -10,8 +10,10 @@
 #     bash benchmarks/device_check.sh                            # both 7B/8B shapes
 #     SIZES="qwen2.5-vl-7b" bash benchmarks/device_check.sh      # one size per call
 #
-# Its duration on a GPU has not been measured yet (no GPU was lent so far): give the first
-# call one size and a generous timeout, then size the next calls from its wall time.
+# Its duration on a GPU has not been measured yet (no GPU was lent so far; a reading of the
+# work estimates 2-3 minutes a size on an H100, model build and 1,110 stored concepts
+# included): give the first call one size and a generous timeout, then size the next calls
+# from its wall time.
 #
 # The machine's own python3 must have torch with CUDA, tokenizers, safetensors, numpy, pillow
 # and opencv, and the transformers this project pins (requirements.txt). Wheels found in .whl/

@@ -424,7 +424,8 @@ class LVLMBackend:
 
         out = self._lm(inputs_embeds=embeds, position_ids=pos.to(self.device),
                        past_key_values=DynamicCache(ddp_cache_data=kv), use_cache=True)
-        last = out.last_hidden_state[torch.arange(n), (lengths - 1).to(self.device)]  # [N, D]
+        last = out.last_hidden_state[torch.arange(n, device=self.device),
+                                     (lengths - 1).to(self.device)]  # [N, D]
         return self._head(last).float()  # [N, V]
 
     @torch.inference_mode()
