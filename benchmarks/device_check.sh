@@ -35,7 +35,7 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-"$python" -c 'import torch, transformers, ego_ros.backends.loading, ego_ros.core.engine
+"$python" -c 'import cv2, safetensors, torch, transformers, ego_ros.backends.loading, ego_ros.core.engine
 print("torch", torch.__version__, "transformers", transformers.__version__, "cuda",
       torch.cuda.is_available())
 assert torch.cuda.is_available(), "no CUDA device visible to torch"' 2>&1 | tee -a "$out/gpu.txt"

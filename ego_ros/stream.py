@@ -82,6 +82,7 @@ class FrameBuffer:
         self._max_age_ns = int(self.max_age_s * _NS_PER_S)
         self._reset_ns = int(self.reset_threshold_s * _NS_PER_S)
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified on every push
         self._frames: list[Frame] = []  # ascending stamp_ns
         self.pushed = 0
         self.dropped_by_count = 0
@@ -111,6 +112,7 @@ class FrameBuffer:
             if old:
                 del frames[:old]
                 self.dropped_by_age += old
+            self._arrived.notify_all()
 
     def latest(self, n: int) -> list[Frame]:
         """The newest ``n`` frames (fewer if the buffer holds fewer), oldest first."""
@@ -128,6 +130,23 @@ class FrameBuffer:
             start = self._frames[-1].stamp_ns - span_ns
             first = bisect.bisect_left(self._frames, start, key=lambda f: f.stamp_ns)
             return self._frames[first:]
+
+    def up_to(self, stamp_ns: int, timeout_s: float) -> list[Frame] | None:
+        """The buffered frames up to and including the one stamped ``stamp_ns``, oldest
+        first, once that frame is buffered; waits up to ``timeout_s`` for it (it may arrive
+        late or out of order). None when it does not come in time, or when it can no longer
+        be here: older than every buffered frame (evicted, or before a clock reset)."""
+        deadline = time.monotonic() + _seconds("timeout_s", timeout_s, allow_zero=True)
+        with self._arrived:
+            while True:
+                frames = self._frames
+                end = bisect.bisect_right(frames, stamp_ns, key=lambda f: f.stamp_ns)
+                if end and frames[end - 1].stamp_ns == stamp_ns:
+                    return frames[:end]
+                left = deadline - time.monotonic()
+                if (frames and end == 0) or left <= 0:
+                    return None
+                self._arrived.wait(left)
 
     def snapshot(self) -> list[Frame]:
         """All buffered frames, oldest first (a copy of the list; frames are shared)."""

@@ -452,7 +452,11 @@ def test_rebind_relabels_same_shape_memories_only(tmp_path: Path) -> None:
     new = MemoryStore(tmp_path, OTHER_FP)
     with pytest.raises(FingerprintMismatch, match="concepts rebind"):
         new.get("mug")
-    assert new.rebind(OTHER_FP, ["mug"]) == ["mug"]
+    exported = old.export("mug", tmp_path / "mug.safetensors")
+    with pytest.raises(FingerprintMismatch) as info:  # not stored: rebind cannot help
+        MemoryStore(tmp_path / "other", OTHER_FP).import_(exported)
+    assert "concepts rebind" not in str(info.value)
+    assert new.rebind(OTHER_FP, "mug") == ["mug"]  # one name as a string
     assert new.get("mug").fingerprint == OTHER_FP
     assert_same_memory(dataclasses.replace(new.get("mug"), fingerprint=FP),
                        MemoryStore(tmp_path / "x", FP).put(make_memory("mug")))

@@ -260,3 +260,26 @@ def test_latest_slot_consumer_thread_sees_newest_item_without_backlog():
     assert not worker.is_alive()
     assert seen == [0, 100]  # the 99 clips offered in between were skipped, not queued
     assert slot.skipped == 99 and slot.taken == 2
+
+
+def test_up_to_a_stamp_waits_for_late_frames_and_gives_up_on_evicted_ones():
+    import time
+
+    buf = FrameBuffer(max_frames=4, max_age_s=10.0)
+    for s in (1, 2, 4):
+        buf.push(frame(s * 10**9))
+    assert [f.stamp_ns for f in buf.up_to(2 * 10**9, 0.0)] == [10**9, 2 * 10**9]
+    # a frame older than the newest, arriving late (out of order): waited for, not given up
+    late = threading.Timer(0.05, buf.push, args=(frame(3 * 10**9),))
+    late.start()
+    started = time.monotonic()
+    got = buf.up_to(3 * 10**9, 5.0)
+    assert [f.stamp_ns for f in got] == [10**9, 2 * 10**9, 3 * 10**9]
+    assert time.monotonic() - started < 2.0  # woken by the push, not by the timeout
+    late.join()
+    assert buf.up_to(5 * 10**9, 0.05) is None  # never arrives
+    buf.push(frame(5 * 10**9))  # four frames max: the one at 1 s is evicted
+    started = time.monotonic()
+    assert buf.up_to(10**9, 5.0) is None  # older than everything buffered: no wait
+    assert time.monotonic() - started < 1.0
+    assert FrameBuffer(2, 1.0).up_to(10**9, 0.0) is None  # empty

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     _say(f"2-3. starting ego_node ({model}); teaching {names[0]} from captured camera frames, "
          f"{', '.join(names[1:])} from reference views")
     _say(f"4. replaying the bag into the node; asking {QUESTION!r} on ~/question and "
-         f"{len(labels.vqa)} labelled multiple-choice question(s) through ~/ask")
+         "the bag's labelled questions through ~/ask")
     config = EvalConfig(refs=3, tasks=("recognition", "vqa", "caption"), progress=False)
     try:
         records = run_live(

@@ -59,13 +59,16 @@ VOLATILE_CONFIG_KEYS = frozenset(
 class FingerprintMismatch(ValueError):  # noqa: N818 (name fixed by the issue)
     """A memory was made by a different model than the one asking for it."""
 
-    def __init__(self, what: str, expected: ModelFingerprint, found: ModelFingerprint) -> None:
+    def __init__(self, what: str, expected: ModelFingerprint, found: ModelFingerprint,
+                 stored: bool = True) -> None:
+        """``stored``: ``what`` is a memory in a store (which ``concepts rebind`` can re-label
+        when only the config differs), not one being added or imported."""
         same_shape = (found.family, found.hidden_size) == (expected.family, expected.hidden_size)
         hint = (
             " If it is the same checkpoint and only its config changed (a transformers upgrade "
             "can add config keys), 'ego-ros concepts rebind --model DIR --store DIR' "
             "re-labels the stored memories; otherwise re-introduce the concept with this model."
-            if same_shape else " Re-introduce the concept with this model."
+            if same_shape and stored else " Re-introduce the concept with this model."
         )
         super().__init__(
             f"{what} was made by model {found} but this store serves model {expected}; "

@@ -60,7 +60,9 @@ class ConceptIndex:
         self._names: list[str | None] = []  # slot -> name, None when free
         self._span: list[tuple[int, int]] = []  # slot -> (first row, end row)
         self._free: list[int] = []
-        self._centroid_cache: tuple[torch.Tensor, list[str]] | None = None
+        # (centroids [C, D], names, first rows [C], row counts [C]), until the next change
+        self._centroid_cache: (tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]
+                               | None) = None
 
     @classmethod
     def from_memories(

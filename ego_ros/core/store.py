@@ -366,9 +366,9 @@ class MemoryStore:
         except (KeyError, ValueError) as exc:
             raise StoreError(f"{self.manifest_path}: bad fingerprint for {name!r} ({exc})") from exc
 
-    def _check_fingerprint(self, what: str, found: ModelFingerprint) -> None:
+    def _check_fingerprint(self, what: str, found: ModelFingerprint, stored: bool = True) -> None:
         if self.fingerprint is not None and not self.fingerprint.matches(found):
-            raise FingerprintMismatch(what, self.fingerprint, found)
+            raise FingerprintMismatch(what, self.fingerprint, found, stored)
 
     def _file_path(self, name: str, entry: Mapping[str, Any]) -> Path:
         rel = entry.get("file")
@@ -503,7 +503,7 @@ class MemoryStore:
         """Store several memories with one manifest commit (all or nothing)."""
         memories = list(memories)
         for m in memories:
-            self._check_fingerprint(f"concept {m.name!r}", m.fingerprint)
+            self._check_fingerprint(f"concept {m.name!r}", m.fingerprint, stored=False)
         with self._writer() as concepts:
             stored = self._commit(concepts, memories, replace)
         log.info("store %s: stored %s", self.root, ", ".join(repr(n) for n in stored))
@@ -591,6 +591,8 @@ class MemoryStore:
         the same; what can be checked is checked: a concept of another family or width is
         refused (``FingerprintMismatch``, nothing rewritten), and concepts that already carry
         ``fingerprint`` are left as they are."""
+        if isinstance(names, str):
+            names = [names]
         wanted = None if names is None else [validate_concept_name(n) for n in names]
         with self._writer() as concepts:
             stale = []
@@ -629,7 +631,7 @@ class MemoryStore:
         memory = decode_memory(data, str(path))
         if name is not None:
             memory = memory.renamed(name)
-        self._check_fingerprint(f"memory file {path}", memory.fingerprint)
+        self._check_fingerprint(f"memory file {path}", memory.fingerprint, stored=False)
         return self.put(memory, replace=replace)
 
 

@@ -23,12 +23,12 @@ the stream's clips included.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
+import queue
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,8 @@ class LiveSettings:
     tail_s: wait after the bag ends for the last clips to be answered.
     introduce_timeout_s: longest wait for one teaching call.
     rate: playback speed factor (1.0 = real time, as on a robot).
-    answer_timeout_s: after the tail, longest wait for the VQA answers still pending.
+    answer_timeout_s: longest wait for one VQA answer, and after the tail for the questions
+        still queued.
     """
 
     period_s: float = 0.5
@@ -158,7 +159,8 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
         for item in labels.vqa:
             if item.stamp_ns not in references:
                 vqa_items.setdefault(item.stamp_ns, []).append(item)
-    asked: list[_Asked] = []
+    expected = sum(map(len, vqa_items.values()))
+    questioner: _Questioner | None = None
 
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -193,18 +195,15 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
         camera = client.create_publisher(CompressedImage if compressed else Image, topic,
                                          OUTPUT_QOS)
         if vqa_items:
-            ask = client.create_client(Ask, "/ego_node/ask")
+            def request(item: VqaItem, stamp) -> Any:
+                options = [f"{k}={v}" for k, v in sorted((item.options or {}).items())]
+                return Ask.Request(question=item.question, concepts=[item.concept],
+                                   options=options, stamp=stamp)
 
-            def on_frame(msg) -> None:  # a labelled frame goes by: ask about it
-                for item in vqa_items.get(stamp_to_ns(msg.header.stamp), ()):
-                    options = [f"{k}={v}" for k, v in sorted((item.options or {}).items())]
-                    request = Ask.Request(question=item.question, concepts=[item.concept],
-                                          options=options, stamp=msg.header.stamp)
-                    with lock:
-                        asked.append(_Asked(item, ask.call_async(request)))
-
+            questioner = _Questioner(client.create_client(Ask, "/ego_node/ask"), vqa_items,
+                                     request, live.answer_timeout_s)
             client.create_subscription(CompressedImage if compressed else Image, topic,
-                                       on_frame, OUTPUT_QOS)
+                                       questioner.on_frame, OUTPUT_QOS)
         executor = EgoExecutor(num_threads=4, context=context)
         executor.add_node(node)
         executor.add_node(client)
@@ -217,7 +216,7 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
         for concept in labels.concepts:
             images = reference_images(bag, labels, concept.name, config.refs)
             if concept.name in teach_from_camera:
-                _show_to_camera(camera, images, compressed, node)
+                _show_to_camera(camera, images, compressed, node, 1 + bool(questioner))
                 request = IntroduceConcept.Request(name=concept.name, images=[],
                                                    num_frames=len(images), replace=True)
             else:
@@ -243,15 +242,13 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
         if questions:
             threading.Thread(target=_ask_later, args=(question_pub, questions, stop),
                              daemon=True).start()
-        play_bag(bag, PlayConfig(rate=live.rate, topic=topic, wait_subscribers=1,
-                                 wait_timeout_s=30.0))
+        # the node's camera subscription, and the questioner's when questions are asked
+        play_bag(bag, PlayConfig(rate=live.rate, topic=topic,
+                                 wait_subscribers=1 + bool(questioner), wait_timeout_s=30.0))
         time.sleep(live.tail_s)  # let the last sampled clips be answered
         stop.set()
-        with lock:
-            pending = [a.future for a in asked]
-        if pending and not _wait_all(pending, live.answer_timeout_s):
-            log.warning("%d of %d questions still unanswered after %.0f s",
-                        sum(not f.done() for f in pending), len(pending),
+        if questioner is not None and not questioner.finish(live.answer_timeout_s):
+            log.warning("questions were still being asked after %.0f s; the rest are left out",
                         live.answer_timeout_s)
         dropped = _clips_skipped(node)
     finally:
@@ -266,9 +263,9 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
 
     with lock:
         messages = list(received)
-        questions_asked = list(asked)
     recognition, captions, spanning = _match(messages, labels, stamp_to_ns, references)
-    vqa, vqa_details = _vqa_records(questions_asked, stamp_to_ns)
+    vqa, vqa_details = _vqa_records(questioner.answered() if questioner else [], expected,
+                                    stamp_to_ns)
     return EvalRecords(
         mode="live", concepts=tuple(labels.concept_names), recognition=tuple(recognition),
         captions=tuple(captions), vqa=tuple(vqa), teach=tuple(teach),
@@ -282,64 +279,90 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
                  **({"engine_endpoint": endpoint} if endpoint else {})})
 
 
-@dataclass
-class _Asked:
-    """A labelled question put to ``~/ask``, and when it was sent and answered."""
+class _Questioner:
+    """Puts the labelled VQA questions to ``~/ask`` one at a time, in the order their frames
+    go by on the camera topic (``on_frame`` is the subscription callback).
 
-    item: VqaItem
-    future: Any
-    sent: float = dataclasses.field(default_factory=time.perf_counter)
-    done: float | None = None
+    One question in flight: the node answers them one at a time anyway (one engine), and
+    every service call waiting there holds one of the executor's threads, which the camera
+    subscription needs. A question's latency is taken by this thread, from the call to the
+    answer (queueing behind the stream's clips included)."""
 
-    def __post_init__(self) -> None:
-        self.future.add_done_callback(lambda _: setattr(self, "done", time.perf_counter()))
+    def __init__(self, client, items: Mapping[int, Sequence[VqaItem]],
+                 request: Callable[[VqaItem, Any], Any], timeout_s: float) -> None:
+        self._client, self._items, self._request = client, items, request
+        self._timeout_s = timeout_s
+        self._queue: queue.Queue[tuple[VqaItem, Any] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._answered: list[tuple[VqaItem, Any, float]] = []  # (item, reply or None, ms)
+        self._thread = threading.Thread(target=self._run, name="ego-eval-ask", daemon=True)
+        self._thread.start()
+
+    def on_frame(self, msg) -> None:
+        from ego_ros.ros.convert import stamp_to_ns
+
+        for item in self._items.get(stamp_to_ns(msg.header.stamp), ()):
+            self._queue.put((item, msg.header.stamp))
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            item, stamp = job
+            started = time.perf_counter()
+            future = self._client.call_async(self._request(item, stamp))
+            reply = future.result() if _wait(future, self._timeout_s, poll_s=0.002) else None
+            with self._lock:
+                self._answered.append((item, reply, (time.perf_counter() - started) * 1000.0))
+
+    def finish(self, timeout_s: float) -> bool:
+        """Ask what is queued, then stop; False when that took longer than ``timeout_s``."""
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def answered(self) -> list[tuple[VqaItem, Any, float]]:
+        with self._lock:
+            return list(self._answered)
 
 
-def _vqa_records(asked: Sequence[_Asked], stamp_to_ns) -> tuple[list[VqaRecord], dict]:
-    """One record per answered question. A question that failed, got no answer in time or
-    was answered about another frame is left out, like a dropped clip, and counted and
-    explained in the details."""
+def _vqa_records(answered: Sequence[tuple[VqaItem, Any, float]], expected: int,
+                 stamp_to_ns) -> tuple[list[VqaRecord], dict]:
+    """One record per question answered about its own frame. One that failed, got no answer
+    in time or was answered about another frame is left out, like a dropped clip, and
+    counted and explained in the details, as are questions whose frame was never seen."""
     records, failures = [], []
-    for a in asked:
-        item, reply = a.item, a.future.result() if a.future.done() else None
+    for item, reply, latency_ms in answered:
+        where = f"{item.concept!r} at {item.stamp_ns}"
         if reply is None or not reply.success:
-            failures.append(f"{item.concept!r} at {item.stamp_ns}: "
-                            f"{'no answer in time' if reply is None else reply.message}")
+            failures.append(f"{where}: {'no answer in time' if reply is None else reply.message}")
         elif stamp_to_ns(reply.stamp) != item.stamp_ns:
-            failures.append(f"{item.concept!r} at {item.stamp_ns}: answered about the frame "
-                            f"at {stamp_to_ns(reply.stamp)}")
+            failures.append(f"{where}: answered about the frame at {stamp_to_ns(reply.stamp)}")
         else:
             mc = item.options is not None
             records.append(VqaRecord(
                 stamp_ns=item.stamp_ns, concept=item.concept, question=item.question,
                 options=dict(item.options) if mc else None, answer=item.answer,
                 response=reply.answer, choice=(reply.choice or None) if mc else None,
-                latency_ms=((a.done or time.perf_counter()) - a.sent) * 1000.0))
-    details: dict[str, Any] = {}
-    if asked:
-        details = {"questions_asked": len(asked), "questions_failed": len(failures)}
-        if failures:
-            details["question_failures"] = failures[:10]
-            log.warning("%d of %d questions were not answered: %s", len(failures), len(asked),
-                        "; ".join(failures[:3]))
+                latency_ms=latency_ms))
+    if not expected:
+        return records, {}
+    details: dict[str, Any] = {"questions_expected": expected, "questions_asked": len(answered),
+                               "questions_failed": len(failures)}
+    if failures:
+        details["question_failures"] = failures[:10]
+    if failures or len(answered) < expected:
+        log.warning("%d of %d labelled questions were not answered about their frame%s",
+                    expected - len(records), expected,
+                    f": {'; '.join(failures[:3])}" if failures else "")
     return records, details
 
 
-def _wait_all(futures: Sequence[Any], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not all(f.done() for f in futures):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def _show_to_camera(camera, images, compressed: bool, node) -> None:
-    """Publish ``images`` as camera frames (stamped now) and wait until the node has them."""
+def _show_to_camera(camera, images, compressed: bool, node, subscribers: int = 1) -> None:
+    """Publish ``images`` as camera frames (stamped now) and wait until the node has them;
+    ``subscribers`` is how many subscriptions the camera topic has (the node's among them)."""
     from ego_ros.ros.convert import ns_to_stamp, rgb_to_compressed_msg, rgb_to_image_msg
 
     deadline = time.monotonic() + 10.0
-    while camera.get_subscription_count() < 1 and time.monotonic() < deadline:
+    while camera.get_subscription_count() < subscribers and time.monotonic() < deadline:
         time.sleep(0.02)
     before = _diagnostic(node, "frames_received")
     for img in images:
@@ -365,10 +388,10 @@ def _diagnostic(node, key: str) -> float:
     raise KeyError(key)
 
 
-def _wait(future, timeout_s: float) -> bool:
+def _wait(future, timeout_s: float, poll_s: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout_s
     while not future.done() and time.monotonic() < deadline:
-        time.sleep(0.02)
+        time.sleep(poll_s)
     return future.done()
 
 

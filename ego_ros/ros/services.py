@@ -1,7 +1,8 @@
 """The four teaching/query services of ``ego_node``, as a mixin of :class:`EgoNode`.
 
     ~/introduce_concept  learn a concept from request images or the newest camera frames
-    ~/ask                answer a question about the current camera clip
+    ~/ask                answer a question about the current camera clip, or the clip
+                         ending at a buffered frame named by its stamp
     ~/list_concepts      the stored concepts with their token and view counts
     ~/forget_concept     delete a stored concept
 
@@ -11,9 +12,6 @@ callback group, so any of them may run concurrently with each other and with the
 """
 
 from __future__ import annotations
-
-import bisect
-import time
 
 import numpy as np
 from std_msgs.msg import Header
@@ -163,19 +161,14 @@ class ServicesMixin:
 
     def _clip_ending_at(self, stamp_ns: int, wait_s: float) -> list[Frame] | None:
         """The clip the node would have cut when the frame stamped ``stamp_ns`` arrived (its
-        clip settings, frames older than it only); waits up to ``wait_s`` for a frame that is
-        not buffered yet. None when it is not buffered: never received, or evicted."""
+        clip settings, frames up to it only); waits up to ``wait_s`` for a frame that is not
+        buffered yet. None when it is not buffered: never received, or evicted."""
         clip = self._stream.clip
-        deadline = time.monotonic() + wait_s
-        while True:
-            frames = self._buffer.snapshot()
-            upto = frames[:bisect.bisect_right(frames, stamp_ns, key=lambda f: f.stamp_ns)]
-            if upto and upto[-1].stamp_ns == stamp_ns:
-                return sample_clip(upto, clip.num_frames, clip.window_s, upto[-1].received_ns,
-                                   clip.max_age_s)
-            if len(upto) < len(frames) or time.monotonic() > deadline:
-                return None  # newer frames came, or nothing did: it will not arrive now
-            time.sleep(0.005)
+        upto = self._buffer.up_to(stamp_ns, wait_s)
+        if upto is None:
+            return None
+        return sample_clip(upto, clip.num_frames, clip.window_s, upto[-1].received_ns,
+                           clip.max_age_s)
 
     def _on_list_concepts(self, request: ListConcepts.Request,
                           response: ListConcepts.Response) -> ListConcepts.Response:
