@@ -250,14 +250,11 @@ class ConceptIndex:
             starts = torch.tensor([s for s, _ in spans], dtype=torch.long, device=self.device)
             counts = torch.tensor([e - s for s, e in spans], dtype=torch.long,
                                   device=self.device)
-            if names:
-                owner = torch.repeat_interleave(torch.arange(len(names), device=self.device),
-                                                counts)  # [R] concept of each live row
-                sums = torch.zeros(len(names), self.dim, device=self.device)
-                sums.index_add_(0, owner, self._rows[_row_index(starts, counts, owner)])
-                cents = F.normalize(sums / counts[:, None], dim=-1)  # [C, D]
-            else:
-                cents = torch.empty(0, self.dim, device=self.device)
+            owner = torch.repeat_interleave(torch.arange(len(names), device=self.device),
+                                            counts)  # [R] concept of each live row
+            sums = torch.zeros(len(names), self.dim, device=self.device)
+            sums.index_add_(0, owner, self._rows[_row_index(starts, counts, owner)])
+            cents = F.normalize(sums / counts[:, None], dim=-1)  # [C, D]
             self._centroid_cache = (cents, names, starts, counts)
         return self._centroid_cache
 

@@ -545,8 +545,10 @@ class MemoryStore:
                 self._cache[name] = (concepts[name]["file"], memory)
         return stored
 
-    def _load_for_update(self, name: str, entry: Mapping[str, Any]) -> ConceptMemory:
-        self._check_fingerprint(f"concept {name!r}", self._entry_fingerprint(name, entry))
+    def _load_for_update(self, name: str, entry: Mapping[str, Any],
+                         check: bool = True) -> ConceptMemory:
+        if check:
+            self._check_fingerprint(f"concept {name!r}", self._entry_fingerprint(name, entry))
         hit = self._cache.get(name)
         if hit is not None and hit[0] == entry["file"]:
             return hit[1]
@@ -605,11 +607,7 @@ class MemoryStore:
                 if (found.family, found.hidden_size) != (fingerprint.family,
                                                          fingerprint.hidden_size):
                     raise FingerprintMismatch(f"concept {name!r}", fingerprint, found)
-                path = self._file_path(name, concepts[name])
-                try:
-                    memory = decode_memory(path.read_bytes(), str(path))
-                except OSError as exc:
-                    raise StoreError(f"concept {name!r}: cannot read {path} ({exc})") from exc
+                memory = self._load_for_update(name, concepts[name], check=False)
                 stale.append(dataclasses.replace(memory, fingerprint=fingerprint))
             if stale:
                 self._commit(concepts, stale, replace=True, owner=fingerprint)

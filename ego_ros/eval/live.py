@@ -195,13 +195,8 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
         camera = client.create_publisher(CompressedImage if compressed else Image, topic,
                                          OUTPUT_QOS)
         if vqa_items:
-            def request(item: VqaItem, stamp) -> Any:
-                options = [f"{k}={v}" for k, v in sorted((item.options or {}).items())]
-                return Ask.Request(question=item.question, concepts=[item.concept],
-                                   options=options, stamp=stamp)
-
             questioner = _Questioner(client.create_client(Ask, "/ego_node/ask"), vqa_items,
-                                     request, live.answer_timeout_s)
+                                     live.answer_timeout_s)
             client.create_subscription(CompressedImage if compressed else Image, topic,
                                        questioner.on_frame, OUTPUT_QOS)
         executor = EgoExecutor(num_threads=4, context=context)
@@ -252,6 +247,8 @@ def run_live(*, bag: Path, labels: BagLabels, backend_config, store_dir: Path,
                         live.answer_timeout_s)
         dropped = _clips_skipped(node)
     finally:
+        if questioner is not None:
+            questioner.finish(0.0)  # a run that failed early: let its thread end
         if executor is not None:
             executor.shutdown(timeout_sec=5.0)
         for n in (client, node):
@@ -288,10 +285,8 @@ class _Questioner:
     subscription needs. A question's latency is taken by this thread, from the call to the
     answer (queueing behind the stream's clips included)."""
 
-    def __init__(self, client, items: Mapping[int, Sequence[VqaItem]],
-                 request: Callable[[VqaItem, Any], Any], timeout_s: float) -> None:
-        self._client, self._items, self._request = client, items, request
-        self._timeout_s = timeout_s
+    def __init__(self, client, items: Mapping[int, Sequence[VqaItem]], timeout_s: float) -> None:
+        self._client, self._items, self._timeout_s = client, items, timeout_s
         self._queue: queue.Queue[tuple[VqaItem, Any] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._answered: list[tuple[VqaItem, Any, float]] = []  # (item, reply or None, ms)
@@ -305,10 +300,15 @@ class _Questioner:
             self._queue.put((item, msg.header.stamp))
 
     def _run(self) -> None:
+        from ego_interfaces.srv import Ask
+
         while (job := self._queue.get()) is not None:
             item, stamp = job
+            options = [f"{k}={v}" for k, v in sorted((item.options or {}).items())]
+            request = Ask.Request(question=item.question, concepts=[item.concept],
+                                  options=options, stamp=stamp)
             started = time.perf_counter()
-            future = self._client.call_async(self._request(item, stamp))
+            future = self._client.call_async(request)
             reply = future.result() if _wait(future, self._timeout_s, poll_s=0.002) else None
             with self._lock:
                 self._answered.append((item, reply, (time.perf_counter() - started) * 1000.0))
