@@ -14,7 +14,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     install_requires=["setuptools"],
     python_requires=">=3.10",
@@ -28,7 +28,7 @@ setup(
         "console_scripts": [
             "ego-ros = ego_ros.cli.main:main",
             "ego_node = ego_ros.ros.node:main",
-            "ego_worker = ego_ros.serving.worker:main",
+            "ego_worker = ego_ros.ros.worker_node:main",
         ],
     },
 )

@@ -4,10 +4,14 @@
 
 What ``launch/ego.launch.py`` does, for machines with the pip-installed ROS 2 (no launch
 system): the node runs as a child process with ``--ros-args --params-file FILE`` plus whatever
-follows ``--ros-args`` here (which must come last). With ``--use-worker`` an ``ego-ros worker``
-is started first from the same file's ``model.*`` and ``store.dir`` values, bound to
-``--worker-bind`` (else the file's ``engine.endpoint``, else tcp://127.0.0.1:5555), and the
-node is pointed at it once it answers the handshake.
+follows ``--ros-args`` here (which must come last). With ``--use-worker`` an ``ego_worker``
+is started first with the node's effective ``model.*``, ``store.dir`` and engine values: the
+file's, then the ``-p``/``--param`` and ``--params-file`` of ``--ros-args`` in order, as rcl
+applies them to the node. It is bound to ``--worker-bind`` (else the effective
+``engine.endpoint``, else the namespace's default :func:`default_endpoint`), gets the node's
+namespace (its logs reach /rosout as ``<namespace>/ego_worker``), and the node is pointed at
+it once it answers the handshake; the node refuses a worker that serves another model or
+store than its parameters name.
 
 Ctrl-C or SIGTERM stops the children (SIGINT, then SIGTERM, then SIGKILL after
 ``--stop-timeout``) and exits 0. If a child exits on its own, the others are stopped and the
@@ -19,7 +23,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import hashlib
 import logging
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,8 +40,32 @@ from ego_ros.cli.common import CliError
 log = logging.getLogger(__name__)
 
 NODE_NAME = "ego_node"
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+WORKER_NAME = "ego_worker"  # the worker's ROS executable and node name (its /rosout logger)
 _PR_SET_PDEATHSIG = 1
+_NAMESPACE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
+_MAX_IPC_PATH = 100  # bytes; a Unix socket path holds 107
+
+
+def default_endpoint(namespace: str = "") -> str:
+    """The worker endpoint of a node in ``namespace`` when none is configured: a Unix socket
+    ``ipc:///tmp/ego_ros-<uid>/worker[.<ns parts joined by dots>].sock``.
+
+    Deterministic (the node, the launch file and ``ego-ros up`` derive the same one), distinct
+    per namespace (dots are not allowed in ROS names, so no two namespaces share a path; a
+    path too long for a socket uses the first 16 hex digits of the namespace's SHA-256
+    instead), private to the user (the worker creates the folder with mode 0700 and refuses
+    one that another user owns) and on this machine only: a worker elsewhere needs a tcp://
+    ``worker_endpoint`` / ``--worker-bind`` and CurveZMQ keys.
+    """
+    ns = namespace.strip("/")
+    if ns and not _NAMESPACE.fullmatch(ns):
+        raise CliError(f"namespace {namespace!r} is not a valid ROS namespace (letters, digits, "
+                       "underscores, separated by '/')")
+    folder = f"/tmp/ego_ros-{os.getuid()}"
+    path = f"{folder}/worker{'.' + ns.replace('/', '.') if ns else ''}.sock"
+    if len(path.encode()) > _MAX_IPC_PATH:
+        path = f"{folder}/worker.{hashlib.sha256(ns.encode()).hexdigest()[:16]}.sock"
+    return f"ipc://{path}"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -48,10 +79,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--params-file", type=Path, required=True, metavar="FILE",
                         help="ROS 2 parameters file for ego_node (e.g. config/ego.yaml)")
     parser.add_argument("--use-worker", action="store_true",
-                        help="run the model in an 'ego-ros worker' child process")
+                        help="run the model in an ego_worker child process")
     parser.add_argument("--worker-bind", default="", metavar="ENDPOINT",
-                        help="worker endpoint (default: the file's engine.endpoint, else "
-                             f"{DEFAULT_ENDPOINT})")
+                        help="worker endpoint (default: the node's engine.endpoint, else "
+                             f"{default_endpoint()} in the root namespace, "
+                             f"{default_endpoint('robot1')} in /robot1)")
     parser.add_argument("--worker-ready-timeout", type=float, default=300.0, metavar="S",
                         help="longest wait for the worker to load its model (default: "
                              "%(default)s)")
@@ -187,8 +219,69 @@ def worker_arguments(params: dict[str, Any], endpoint: str) -> list[str]:
     return args
 
 
-def _worker_command(params: dict[str, Any], endpoint: str) -> list[str]:
-    return [sys.executable, "-m", "ego_ros.serving.worker", *worker_arguments(params, endpoint)]
+def _worker_command(params: dict[str, Any], endpoint: str, namespace: str) -> list[str]:
+    ros = ["--ros-args", "-r", f"__node:={WORKER_NAME}"]
+    if namespace.strip("/"):
+        ros += ["-r", f"__ns:=/{namespace.strip('/')}"]
+    return [sys.executable, "-m", "ego_ros.ros.worker_node", *worker_arguments(params, endpoint),
+            *ros]
+
+
+def _yaml_value(text: str) -> Any:
+    """A ``-p name:=value`` value as rcl reads it (YAML: 0.5 a double, true a bool, ...)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+_VALUED_ROS_FLAGS = {"-p", "--param", "-r", "--remap", "--params-file", "-e", "--enclave",
+                     "--log-level", "--log-config-file", "--log-file-name"}
+
+
+def _rule(token: str, node_name: str) -> tuple[str, str] | None:
+    """``[node:]name:=value`` -> (name, value) when it applies to ``node_name``."""
+    name, sep, value = token.partition(":=")
+    if not sep:
+        raise CliError(f"--ros-args: {token!r} is not NAME:=VALUE")
+    target, colon, name = name.rpartition(":")
+    if colon and target != node_name:
+        return None
+    return name, value
+
+
+def effective_parameters(params_file: Path, ros_args: list[str]) -> tuple[dict[str, Any], str]:
+    """The node's parameters as rcl will give them: ``params_file``, then ``--ros-args``'s
+    ``--params-file FILE`` and ``-p/--param NAME:=VALUE`` in order (a later one wins), each
+    file's sections chosen by the node's name and namespace (``-r __node:=``/``__ns:=``).
+    Returns (parameters, namespace)."""
+    tokens = [t for t in ros_args if t not in ("--ros-args", "--")]
+    pairs, i = [], 0
+    while i < len(tokens):
+        if tokens[i] in _VALUED_ROS_FLAGS and i + 1 < len(tokens):
+            pairs.append((tokens[i], tokens[i + 1]))
+            i += 2
+        else:  # a flag without a value (--disable-rosout-logs, ...)
+            i += 1
+    node_name, namespace = NODE_NAME, ""
+    for flag, value in pairs:  # the names first: they choose the files' sections
+        if flag in ("-r", "--remap"):
+            rule = _rule(value, NODE_NAME)
+            if rule and rule[0] in ("__node", "__name"):
+                node_name = rule[1]
+            elif rule and rule[0] == "__ns":
+                namespace = rule[1]
+    params = node_parameters(params_file, node_name, namespace)
+    for flag, value in pairs:
+        if flag == "--params-file":
+            params.update(node_parameters(Path(value), node_name, namespace))
+        elif flag in ("-p", "--param"):
+            rule = _rule(value, node_name)
+            if rule:
+                params[rule[0]] = _yaml_value(rule[1])
+    return params, namespace
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     package = logging.getLogger("ego_ros")
     if package.getEffectiveLevel() > logging.INFO:
         package.setLevel(logging.INFO)  # say which children run, with their pids
-    params = node_parameters(args.params_file)
+    params, namespace = effective_parameters(args.params_file, list(args.ros_args))
     stop = threading.Event()
     received: list[int] = []
 
@@ -213,12 +306,16 @@ def run(args: argparse.Namespace) -> int:
         node_cmd = [sys.executable, "-m", "ego_ros.ros.node", "--ros-args", "--params-file",
                     str(args.params_file)]
         if args.use_worker:
-            endpoint = args.worker_bind or str(params.get("engine.endpoint") or DEFAULT_ENDPOINT)
-            children.start("worker", _worker_command(params, endpoint))
+            endpoint = (args.worker_bind or str(params.get("engine.endpoint") or "")
+                        or default_endpoint(namespace))
+            children.start("worker", _worker_command(params, endpoint, namespace))
             _wait_for_worker(endpoint, children, stop, args.worker_ready_timeout)
-            node_cmd += ["-p", f"engine.endpoint:={endpoint}"]
-        if not stop.is_set():
-            children.start(NODE_NAME, node_cmd + list(args.ros_args))
+            endpoint_args = ["--ros-args", "-p", f"engine.endpoint:={endpoint}",
+                             "-p", "engine.check_worker:=true"]
+        else:
+            endpoint_args = []
+        if not stop.is_set():  # the endpoint last: it must be the one the worker binds
+            children.start(NODE_NAME, node_cmd + list(args.ros_args) + endpoint_args)
         while not stop.wait(0.2):
             ended = children.exited()
             if ended is not None:

@@ -5,6 +5,8 @@
 Data flow (one class, callbacks only convert and hand off)::
 
     image / image/compressed --convert--> FrameBuffer (ring, by count and by stamp age)
+        (subscribed with the publishers' reliability, see ego_ros.ros.qos; header stamps feed
+        the delivery check on /diagnostics)
     clip timer (clip.period_s) marks a clip due; the next frame cuts it with sample_clip
         --> LatestSlot (queue of one: newest clip wins)
     inference thread --engine.recognize / ask--> ~/recognition, ~/answer
@@ -81,9 +83,10 @@ from ego_ros.ros.params import (
     settings_from_parameters,
     stream_settings,
 )
+from ego_ros.ros.qos import GRAPH_POLL_S, CameraSubscription, DeliveryMeter, transport_level
 from ego_ros.ros.services import LOG_THROTTLE_S as _THROTTLE_S
 from ego_ros.ros.services import ServicesMixin
-from ego_ros.serving.rpc import RemoteError, WorkerUnavailable
+from ego_ros.serving.rpc import RemoteError, WorkerMismatch, WorkerUnavailable
 from ego_ros.stream import Frame, FrameBuffer, LatestSlot, sample_clip
 
 # Results and answers: nothing lost once matched; late joiners get nothing old.
@@ -139,13 +142,16 @@ class EgoNode(ServicesMixin, Node):
         self._overlay_pub = self.create_publisher(Image, "~/concept_overlay", OVERLAY_QOS)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics",
                                                       OUTPUT_QOS)
-        if s.compressed:
-            self._image_sub = self.create_subscription(
-                CompressedImage, "image/compressed", self._on_image_compressed, s.image_qos,
-                callback_group=stream_group)
-        else:
-            self._image_sub = self.create_subscription(
-                Image, "image", self._on_image, s.image_qos, callback_group=stream_group)
+        # The camera subscription: made by _watch_publishers, now or once a publisher appears
+        # (qos.reliability auto), and made again when the publishers' reliability changes.
+        self._camera = CameraSubscription(
+            self, *((CompressedImage, "image/compressed", self._on_image_compressed)
+                    if s.compressed else (Image, "image", self._on_image)),
+            s.qos_reliability, s.qos_depth, stream_group)
+        self._image_topic = self._camera.topic
+        self._delivery = DeliveryMeter()
+        self._watch_publishers()
+        self.create_timer(GRAPH_POLL_S, self._watch_publishers, callback_group=stream_group)
         self.create_subscription(String, "~/question", self._on_question, OUTPUT_QOS,
                                  callback_group=misc_group)
         self.create_service(IntroduceConcept, "~/introduce_concept", self._on_introduce_concept,
@@ -167,9 +173,28 @@ class EgoNode(ServicesMixin, Node):
         where = f"worker at {s.endpoint}" if self._remote else (
             f"in-process {s.backend.path}" + (" (embedded tiny model: random weights, "
                                               "meaningless outputs)" if s.model_is_tiny else ""))
+        qos = (self.image_reliability if self._camera.subscription is not None
+               else "waiting for a publisher to match its reliability")
         self.get_logger().info(
-            f"ready: {self._image_sub.topic_name} -> {self._recognition_pub.topic_name}; "
+            f"ready: {self._image_topic} ({qos}) -> {self._recognition_pub.topic_name}; "
             f"engine {where}; clip {self._stream.clip}")
+
+    @property
+    def image_reliability(self) -> str:
+        """The camera subscription's reliability: reliable, best_effort or none (not yet)."""
+        return self._camera.reliability_name
+
+    def _watch_publishers(self) -> None:
+        """Subscribe to the camera, again if the publishers' reliability changed (stream
+        group: never while a frame callback runs)."""
+        try:
+            done = self._camera.update()
+        except Exception as exc:  # a graph query that fails must not take the node down
+            self.get_logger().error(f"camera subscription: {type(exc).__name__}: {exc}",
+                                    throttle_duration_sec=_THROTTLE_S)
+            return
+        if done:
+            self.get_logger().info(done)
 
     # -- set-up ----------------------------------------------------------------------------
     def _make_engines(self, s: NodeSettings) -> tuple[Any, Any]:
@@ -181,9 +206,20 @@ class EgoNode(ServicesMixin, Node):
                 return RemoteEngine(s.endpoint, timeout_s=s.timeout_s,
                                     introduce_timeout_s=s.introduce_timeout_s,
                                     connect_timeout_s=s.connect_timeout_s,
-                                    heartbeat_s=heartbeat_s, curve=s.curve)
+                                    heartbeat_s=heartbeat_s, curve=s.curve,
+                                    expect=s.expect_worker)
 
-            return remote(s.connect_timeout_s), remote(0.0)
+            engines = remote(s.connect_timeout_s), remote(0.0)
+            if s.expect_worker is not None:  # a worker that is up and wrong stops the start
+                try:
+                    engines[1].wait_ready(s.connect_timeout_s)
+                except WorkerMismatch as exc:
+                    for engine in engines:
+                        engine.close()
+                    raise ValueError(f"engine.check_worker: {exc}") from None
+                except WorkerUnavailable:
+                    pass  # not up yet: checked when it answers
+            return engines
         from ego_ros.backends.loading import load_backend
         from ego_ros.core.engine import EgoEngine
         from ego_ros.core.store import MemoryStore
@@ -226,6 +262,7 @@ class EgoNode(ServicesMixin, Node):
         received_ns = self.get_clock().now().nanoseconds
         self._input_rate.tick()
         try:
+            self._delivery.add(stamp_to_ns(msg.header.stamp))  # delivered, even if unreadable
             rgb = convert(msg)  # [H, W, 3] uint8
             stamp_ns = stamp_to_ns(msg.header.stamp) or received_ns  # unstamped: arrival time
             frame = Frame(rgb, stamp_ns, msg.header.frame_id, received_ns)
@@ -248,7 +285,7 @@ class EgoNode(ServicesMixin, Node):
         self._counts["conversion_errors"] += 1
         self._last_conversion_error = reason
         self.get_logger().warning(
-            f"skipping a frame from {self._image_sub.topic_name} "
+            f"skipping a frame from {self._image_topic} "
             f"({self._counts['conversion_errors']} so far): {reason}",
             throttle_duration_sec=_THROTTLE_S)
 
@@ -411,10 +448,15 @@ class EgoNode(ServicesMixin, Node):
     # -- engine errors and frame freshness (clip loop, services, diagnostics) --------------
     def _explain(self, exc: BaseException, what: str) -> str:
         """A message a person can act on for a failed engine call."""
+        if isinstance(exc, WorkerMismatch):
+            return f"the engine worker at {self._settings.endpoint}: {exc}"
         if isinstance(exc, WorkerUnavailable):
-            return (f"the engine worker is unavailable ({exc}); check that 'ego-ros worker "
-                    f"--bind {self._settings.endpoint}' is running - the node reconnects by "
-                    "itself")
+            endpoint = self._settings.endpoint
+            return (f"the engine worker is unavailable ({exc}); is an ego_worker bound to "
+                    f"{endpoint} running? (the launch file's use_worker:=true and ego-ros up "
+                    f"--use-worker start one; by hand: ros2 run ego_ros ego_worker --bind "
+                    f"{endpoint}, or ego-ros worker --bind {endpoint}) - the node reconnects "
+                    "by itself")
         if isinstance(exc, EngineBusy) or (isinstance(exc, RemoteError)
                                            and exc.type_name in ("EngineBusy", "ServerBusy")):
             detail = exc.remote_message if isinstance(exc, RemoteError) else str(exc)
@@ -431,10 +473,12 @@ class EgoNode(ServicesMixin, Node):
 
     def _no_frames(self, max_age_s: float) -> str:
         age = self._input_rate.age()
-        topic = self._image_sub.topic_name
+        topic = self._image_topic
         if age is None:
-            return (f"no camera frames captured yet on {topic}; check the camera driver and "
-                    "the topic remapping, or send images in the request")
+            waiting = (" (no publisher seen yet: the subscription is made when one appears)"
+                       if self._camera.subscription is None else "")
+            return (f"no camera frames captured yet on {topic}{waiting}; check the camera "
+                    "driver and the topic remapping, or send images in the request")
         return (f"no camera frame received in the last {max_age_s:.1f} s on {topic} (the last "
                 f"one arrived {age:.1f} s ago, or none converted); is the camera publishing?")
 
@@ -453,8 +497,18 @@ class EgoNode(ServicesMixin, Node):
         age = self._input_rate.age()
         level, message = camera_level(age, max_age_s, counts["conversion_errors"],
                                       self._last_conversion_error, self._no_frames(max_age_s))
+        rate = self._input_rate.rate()
+        delivery = self._delivery.estimate(self._settings.expected_rate_hz)
+        level, message = transport_level(
+            level, message, topic=self._image_topic, subscribed=self.image_reliability,
+            incompatible_publishers=self._camera.incompatible, received_hz=rate,
+            delivery=delivery)
         camera = make_status(f"{prefix}: camera input", level, message, {
-            "topic": self._image_sub.topic_name, "rate_hz": self._input_rate.rate(),
+            "topic": self._image_topic, "rate_hz": rate,
+            "reliability": self.image_reliability,
+            "camera_rate_hz": None if delivery is None else delivery.camera_rate_hz,
+            "delivered_share": None if delivery is None else delivery.delivered,
+            "incompatible_publishers": self._camera.incompatible,
             "frames_received": self._input_rate.total,
             "conversion_errors": counts["conversion_errors"],
             "ingest_errors": counts["ingest_errors"],

@@ -30,11 +30,12 @@ from rcl_interfaces.msg import (
     ParameterType,
 )
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from ego_ros.backends.base import BackendConfig
 from ego_ros.core.engine import MODES, EngineConfig
 from ego_ros.core.scoring import Thresholds
+from ego_ros.ros.qos import RELIABILITY_CHOICES
+from ego_ros.serving.remote import WorkerExpectation
 from ego_ros.serving.rpc import CurveClientKeys
 from ego_ros.stream import ClipConfig
 
@@ -107,9 +108,16 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("image.compressed", False, "Subscribe to image/compressed "
               "(sensor_msgs/CompressedImage, JPEG/PNG) instead of image (sensor_msgs/Image).",
               read_only=True),
-    ParamSpec("qos.reliability", "best_effort", "Camera subscription reliability; "
-              "best_effort (sensor data) also accepts reliable publishers.", read_only=True,
-              choices=("best_effort", "reliable")),
+    ParamSpec("qos.reliability", "auto", "Camera subscription reliability. auto: match "
+              "the topic's publishers (reliable when all are, else best_effort), subscribing "
+              "once one is seen and again when they change. reliable or best_effort force it: "
+              "a reliable subscription receives nothing from best-effort publishers, and a "
+              "best-effort one loses frames a reliable publisher would have resent.",
+              read_only=True, choices=RELIABILITY_CHOICES),
+    ParamSpec("qos.expected_rate_hz", 0.0, "The camera's frame rate, for the delivery check "
+              "on /diagnostics (WARN when under half of its frames arrive). 0: estimate it "
+              "from the header stamps of the received frames.", read_only=True, low=0.0,
+              high=10000.0),
     ParamSpec("qos.depth", 5, "Camera subscription queue depth (keep last).", read_only=True,
               low=1, high=1000),
     ParamSpec("buffer.max_frames", 90, "Most frames kept in the ring buffer.", read_only=True,
@@ -140,6 +148,11 @@ PARAMS: tuple[ParamSpec, ...] = (
               "(in-process engine only).", read_only=True, low=1, high=4096),
     ParamSpec("engine.endpoint", "", "ZeroMQ endpoint of an 'ego-ros worker' (e.g. "
               "tcp://127.0.0.1:5555). Empty: the model runs inside this node.", read_only=True),
+    ParamSpec("engine.check_worker", False, "With engine.endpoint: refuse a worker that serves "
+              "another model or store than model.path (empty: the embedded tiny model) and "
+              "store.dir name, at start (the node exits) and at every reconnect (calls fail). "
+              "ego-ros up --use-worker and the launch file's use_worker:=true turn it on.",
+              read_only=True),
     ParamSpec("engine.timeout_s", 30.0, "Longest wait for the worker's answer to a "
               "recognition or question.", read_only=True, low=0.1, high=3600.0),
     ParamSpec("engine.introduce_timeout_s", 120.0, "Longest wait for the worker to introduce "
@@ -200,11 +213,14 @@ class NodeSettings:
     engine: EngineConfig
     endpoint: str
     curve: CurveClientKeys | None  # keys for a worker that requires CurveZMQ; remote mode only
+    expect_worker: WorkerExpectation | None  # engine.check_worker: the model and store named
     timeout_s: float
     introduce_timeout_s: float
     connect_timeout_s: float
     compressed: bool
-    image_qos: QoSProfile
+    qos_reliability: str  # auto, reliable or best_effort (see ego_ros.ros.qos)
+    qos_depth: int
+    expected_rate_hz: float  # 0 = estimate the camera's rate from header stamps
     buffer_max_frames: int
     buffer_max_age_s: float
     max_questions: int
@@ -283,6 +299,10 @@ def settings_from_parameters(values: Mapping[str, Any]) -> NodeSettings:
                         v["engine.curve_server_key_file"].strip()) if endpoint else None
     backend = None
     tiny = False
+    expect = None
+    if endpoint and v["engine.check_worker"]:
+        expect = WorkerExpectation(Path(v["model.path"].strip()) if v["model.path"].strip()
+                                   else None, Path(v["store.dir"].strip() or ".").expanduser())
     if not endpoint:
         path = v["model.path"].strip()
         if not path:
@@ -299,18 +319,15 @@ def settings_from_parameters(values: Mapping[str, Any]) -> NodeSettings:
     engine = EngineConfig(thresholds=Thresholds(default=stream.threshold),
                           max_in_context=v["recognition.max_in_context"],
                           max_new_tokens=v["engine.max_new_tokens"])
-    reliability = (ReliabilityPolicy.RELIABLE if v["qos.reliability"] == "reliable"
-                   else ReliabilityPolicy.BEST_EFFORT)
-    image_qos = QoSProfile(history=qos_profile_sensor_data.history, depth=v["qos.depth"],
-                           reliability=reliability,
-                           durability=qos_profile_sensor_data.durability)
     return NodeSettings(
         stream=stream, backend=backend, model_is_tiny=tiny,
         store_dir=Path(store).expanduser(), engine=engine, endpoint=endpoint, curve=curve,
+        expect_worker=expect,
         timeout_s=float(v["engine.timeout_s"]),
         introduce_timeout_s=float(v["engine.introduce_timeout_s"]),
         connect_timeout_s=float(v["engine.connect_timeout_s"]), compressed=v["image.compressed"],
-        image_qos=image_qos, buffer_max_frames=v["buffer.max_frames"],
+        qos_reliability=v["qos.reliability"], qos_depth=v["qos.depth"],
+        expected_rate_hz=float(v["qos.expected_rate_hz"]), buffer_max_frames=v["buffer.max_frames"],
         buffer_max_age_s=float(v["buffer.max_age_s"]), max_questions=v["questions.max_pending"],
         diagnostics_period_s=float(v["diagnostics.period_s"]))
 

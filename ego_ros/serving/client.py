@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -17,6 +17,7 @@ from ego_ros.serving.common import (
     CurveClientKeys,
     RemoteError,
     RpcError,
+    WorkerMismatch,
     WorkerUnavailable,
     _positive,
     is_local_endpoint,
@@ -46,6 +47,8 @@ class RpcClient:
     adds ZeroMQ-level heartbeats (a silent peer is dropped after three intervals) and a
     background thread that pings the worker when idle, keeping :attr:`healthy` current.
     :attr:`last_ok` is the ``time.monotonic()`` of the last answer, None before any.
+    ``check_hello(params)`` vets every handshake: a ValueError it raises refuses the worker
+    (:class:`WorkerMismatch` with its message) until a handshake passes.
     """
 
     def __init__(
@@ -57,8 +60,11 @@ class RpcClient:
         heartbeat_s: float = 0.0,
         curve: CurveClientKeys | None = None,
         limits: WireLimits = DEFAULT_LIMITS,
+        check_hello: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         is_local_endpoint(endpoint)  # validates the form
+        self._check_hello = check_hello
+        self._mismatch = ""  # why the last handshake's worker was refused
         self.endpoint = endpoint
         self._timeout_s = _positive("timeout_s", timeout_s)
         self._connect_timeout_s = _positive("connect_timeout_s", connect_timeout_s)
@@ -87,8 +93,9 @@ class RpcClient:
 
     @property
     def healthy(self) -> bool:
-        """True when the last exchange with the worker succeeded and no disconnect was seen."""
-        return self._healthy
+        """True when the last exchange with the worker succeeded, no disconnect was seen and
+        the worker passed ``check_hello``."""
+        return self._healthy and not self._mismatch
 
     # -- public calls -----------------------------------------------------------------------
     def call(self, method: str, params: dict[str, Any] | None = None, arrays: Sequence[Any] = (),
@@ -120,6 +127,8 @@ class RpcClient:
             remaining = deadline - time.monotonic()
             try:
                 return self.hello(max(0.05, min(remaining, self._connect_timeout_s)))
+            except WorkerMismatch:
+                raise  # it answered: waiting longer changes nothing
             except WorkerUnavailable:
                 if time.monotonic() >= deadline:
                     raise
@@ -162,6 +171,14 @@ class RpcClient:
             raise WireError(f"worker at {self.endpoint} speaks protocol "
                             f"{reply.params.get('protocol')!r}, this client {PROTOCOL_VERSION}")
         self.server_info = reply.params
+        if self._check_hello is not None:
+            try:
+                self._check_hello(reply.params)
+            except ValueError as exc:
+                self._mismatch = str(exc)
+                self._reset()  # the next call says hello again: a matching worker may be back
+                raise WorkerMismatch(self._mismatch) from None
+            self._mismatch = ""
         self._need_hello = False
         return reply.params
 

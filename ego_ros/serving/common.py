@@ -18,6 +18,11 @@ class WorkerUnavailable(RpcError):  # noqa: N818 - the name the engine API docum
     """The worker did not answer in time, the connection was lost, or it refused this client."""
 
 
+class WorkerMismatch(WorkerUnavailable):
+    """The worker answered the handshake but serves another model or store than expected: the
+    client refuses every call until a worker that matches answers."""
+
+
 class RemoteError(RpcError):
     """The worker answered the request with an error (its exception type and message)."""
 

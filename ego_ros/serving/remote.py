@@ -16,6 +16,8 @@ uint8 arrays, one frame each. A remote failure raises
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,11 +51,45 @@ def check_images(what: str, images: Sequence[Any]) -> list[np.ndarray]:
     return list(images)
 
 
+@dataclass(frozen=True)
+class WorkerExpectation:
+    """The model folder and store a node's parameters name (``model`` None: the embedded tiny
+    model). :meth:`check` refuses a worker whose handshake reports others
+    (``ego_ros.serving.worker.handshake_info``)."""
+
+    model: Path | None
+    store: Path
+
+    def __post_init__(self) -> None:
+        if self.model is not None:
+            object.__setattr__(self, "model", Path(self.model).expanduser().resolve())
+        object.__setattr__(self, "store", Path(self.store).expanduser().resolve())
+
+    def check(self, hello: dict[str, Any]) -> None:
+        """ValueError naming both sides when the worker's model or store differs."""
+        info = hello.get("info") or {}
+        theirs_model = "the embedded tiny model" if info.get("tiny") else info.get("model")
+        ours_model = "the embedded tiny model" if self.model is None else str(self.model)
+        problems = []
+        if theirs_model != ours_model:
+            problems.append(f"model {theirs_model} (this node's model.path: {ours_model})")
+        if info.get("store") != str(self.store):
+            problems.append(f"store {info.get('store')} (this node's store.dir: {self.store})")
+        if problems:
+            raise ValueError(
+                f"refusing the worker: it serves {' and '.join(problems)}. Start the worker "
+                "with the node's parameters (ego-ros up --use-worker and the launch file's "
+                "use_worker:=true do), or set engine.check_worker to false to accept any "
+                "worker")
+
+
 class RemoteEngine:
     """The engine's public methods, executed by an ``ego-ros worker`` at ``endpoint``.
 
     ``timeout_s`` bounds each inference call; ``introduce_timeout_s`` the slower introduction
-    (several LVLM passes per view). See :class:`~ego_ros.serving.rpc.RpcClient` for the rest.
+    (several LVLM passes per view). ``expect`` refuses a worker serving another model or
+    store (every call raises :class:`~ego_ros.serving.rpc.WorkerMismatch` while it answers).
+    See :class:`~ego_ros.serving.rpc.RpcClient` for the rest.
     """
 
     def __init__(
@@ -66,6 +102,7 @@ class RemoteEngine:
         heartbeat_s: float = 0.0,
         curve: CurveClientKeys | None = None,
         limits: WireLimits = DEFAULT_LIMITS,
+        expect: WorkerExpectation | None = None,
     ) -> None:
         if isinstance(introduce_timeout_s, bool) or not isinstance(
                 introduce_timeout_s, (int, float)) or not introduce_timeout_s > 0:
@@ -75,7 +112,8 @@ class RemoteEngine:
         self._introduce_timeout_s = float(introduce_timeout_s)
         self._client = RpcClient(endpoint, timeout_s=timeout_s,
                                  connect_timeout_s=connect_timeout_s, heartbeat_s=heartbeat_s,
-                                 curve=curve, limits=limits)
+                                 curve=curve, limits=limits,
+                                 check_hello=None if expect is None else expect.check)
 
     # -- transport state --------------------------------------------------------------------
     @property
@@ -238,6 +276,7 @@ __all__ = [
     "ENGINE_METHODS",
     "EngineLike",
     "RemoteEngine",
+    "WorkerExpectation",
     "check_images",
     "engine_handler",
     "serve_engine",

@@ -39,6 +39,7 @@ from ego_ros.serving.common import (
     CurveServerKeys,
     RemoteError,
     RpcError,
+    WorkerMismatch,
     WorkerUnavailable,
     generate_curve_keys,
     is_local_endpoint,
@@ -58,7 +59,7 @@ logger = logging.getLogger(__name__)
 
 # Re-exported: the server, the client and what they share are used together as one module.
 __all__ = ["CurveClientKeys", "CurveServerKeys", "Handler", "RemoteError", "RpcClient",
-           "RpcError", "RpcServer", "WorkerUnavailable", "generate_curve_keys",
+           "RpcError", "RpcServer", "WorkerMismatch", "WorkerUnavailable", "generate_curve_keys",
            "is_local_endpoint"]
 
 # handler(method, params, arrays) -> (result params, result arrays)

@@ -97,7 +97,9 @@ class WorkerConfig:
 
 
 def build_engine(config: WorkerConfig) -> Any:
-    """Load the model and the store into an ``EgoEngine`` (seconds to minutes on a real model)."""
+    """Load the model and the store into an ``EgoEngine`` (seconds to minutes on a real model);
+    the engine's ``backend.config.path`` is the folder actually loaded (the tiny model's when
+    ``config.model`` is None)."""
     from ego_ros.backends.base import BackendConfig
     from ego_ros.backends.loading import load_backend
     from ego_ros.core.engine import EgoEngine, EngineConfig
@@ -140,12 +142,12 @@ def run_worker(config: WorkerConfig, stop: threading.Event | None = None) -> int
             signal.signal(signum, lambda *_: stop.set())
     curve = (CurveServerKeys(config.curve_secret, config.curve_clients)
              if config.curve_secret is not None else None)
+    prepare_ipc_endpoint(config.bind)
     engine = build_engine(config)
     if stop.is_set():
         return 0
     health = engine.health()
-    info = {"family": health["family"], "device": health["device"], "dtype": health["dtype"],
-            "store": str(config.store), "model": str(config.model or "tiny")}
+    info = handshake_info(engine, config, health)
     server = serve_engine(engine, config.bind, info=info, curve=curve,
                           allow_nonlocal=config.allow_nonlocal, max_pending=config.max_pending)
     server.start()
@@ -157,6 +159,36 @@ def run_worker(config: WorkerConfig, stop: threading.Event | None = None) -> int
         server.close()
     log.info("ego worker on %s stopped", server.endpoint)
     return status
+
+
+def handshake_info(engine: Any, config: WorkerConfig, health: dict[str, Any]) -> dict[str, Any]:
+    """What the worker says about itself in every ``hello``: the model folder it loaded and
+    the store it opened (absolute, resolved paths), the model's fingerprint, and the engine
+    settings. A node compares ``model`` and ``store`` with its own parameters and refuses a
+    worker that serves others (``ego_ros.serving.remote.WorkerExpectation``)."""
+    fingerprint = engine.backend.fingerprint
+    return {"family": health["family"], "device": health["device"], "dtype": health["dtype"],
+            "model": str(Path(engine.backend.config.path).expanduser().resolve()),
+            "tiny": config.model is None, "store": str(config.store.resolve()),
+            "fingerprint": fingerprint.to_dict(), "fingerprint_text": str(fingerprint),
+            "max_in_context": config.max_in_context, "max_new_tokens": config.max_new_tokens,
+            "threshold": config.threshold}
+
+
+def prepare_ipc_endpoint(bind: str) -> None:
+    """For an ``ipc://`` endpoint, create its folder (mode 0700) if missing; refuse a folder
+    that another user owns or others may write to (they could replace the socket)."""
+    import os
+    import stat
+
+    if not bind.startswith("ipc://"):
+        return
+    folder = Path(bind[len("ipc://"):]).parent
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ValueError(f"refusing to bind {bind}: its folder {folder} belongs to another "
+                         "user or is writable by others; remove it or bind elsewhere")
 
 
 def supervise(server: Any, stop: threading.Event, poll_s: float = 0.5) -> int:
@@ -174,7 +206,7 @@ def supervise(server: Any, stop: threading.Event, poll_s: float = 0.5) -> int:
     return 0
 
 
-# -- command line (shared by ``ego-ros worker`` and the ``ego_worker`` console script) ------------
+# -- command line (shared by ``ego-ros worker`` and ``ego_worker``, ego_ros.ros.worker_node) ------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None,
                         help="LVLM checkpoint folder (default: the embedded tiny model, random "
@@ -246,7 +278,9 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console script ``ego_worker`` (the same as ``ego-ros worker``)."""
+    """``python -m ego_ros.serving.worker``: the worker without ROS, like ``ego-ros worker``.
+    (The ``ego_worker`` console script is :mod:`ego_ros.ros.worker_node`: the same options,
+    logging to /rosout.)"""
     parser = argparse.ArgumentParser(prog="ego_worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
