@@ -149,7 +149,9 @@ def role_node(fmt: str) -> dict[str, Any]:
     from ego_ros.ros.executor import EgoExecutor
     from ego_ros.ros.node import EgoNode
 
-    rclpy.init(args=["--ros-args", "-r", f"image:={_topic('raw')}"])
+    # remapped as the launch file's camera_topic does
+    rclpy.init(args=["--ros-args", "-r", f"image:={_topic('raw')}", "-r",
+                     f"image/compressed:={_topic('compressed')}"])
     with tempfile.TemporaryDirectory() as store:
         overrides = [Parameter("store.dir", value=store),
                      Parameter("image.compressed", value=fmt == "compressed"),
