@@ -12,7 +12,11 @@ that stock ``ros2 bag info`` / ``ros2 bag play`` accept. Pixels are RGB ``uint8`
         ...
 
 The converters (:func:`image_msg_to_rgb`, :func:`compressed_msg_to_rgb`) are duck-typed on the
-message fields, so they work on ``rosbags`` message objects and on rclpy messages alike.
+message fields, so they work on ``rosbags`` message objects and on rclpy messages alike. They
+check each frame's declared size before decoding it, as the node does: a bag is a file anyone
+may hand over, and a 49 KB PNG can declare a 1.2 GB image. The limit is an
+:class:`~ego_ros.imaging.ImageLimits` (default :data:`~ego_ros.imaging.DEFAULT_LIMITS`: the
+node's default ``image.max_pixels``, 4096x4096); a frame over it is a :class:`BagError`.
 """
 
 from __future__ import annotations
@@ -44,7 +48,13 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
-from ego_ros.imaging import ImageConversionError, compressed_to_rgb, raw_to_rgb
+from ego_ros.imaging import (
+    DEFAULT_LIMITS,
+    ImageConversionError,
+    ImageLimits,
+    compressed_to_rgb,
+    raw_to_rgb,
+)
 
 __all__ = [
     "COMPRESSED_IMAGE_TYPE",
@@ -130,11 +140,11 @@ def _typestore() -> Typestore:
 # Pixel conversions (duck-typed on message fields)
 # ----------------------------------------------------------------------------------------------
 
-def image_msg_to_rgb(msg: Any) -> np.ndarray:
+def image_msg_to_rgb(msg: Any, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Pixels of a ``sensor_msgs/Image`` as RGB ``[H, W, 3] uint8`` (``ego_ros.imaging``: the
-    node's converter, so a frame decodes the same live and from a bag)."""
+    node's converter, so a frame decodes the same live and from a bag), within ``limits``."""
     try:
-        return raw_to_rgb(msg)
+        return raw_to_rgb(msg, limits=limits)
     except ImageConversionError as exc:
         raise BagError(str(exc)) from exc
 
@@ -149,10 +159,11 @@ def compressed_codec(fmt: str) -> str:
     return lowered.strip() or "unknown"
 
 
-def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
-    """Pixels of a ``sensor_msgs/CompressedImage`` (JPEG or PNG) as RGB ``[H, W, 3] uint8``."""
+def compressed_msg_to_rgb(msg: Any, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Pixels of a ``sensor_msgs/CompressedImage`` (JPEG or PNG) as RGB ``[H, W, 3] uint8``;
+    the size its header declares must be within ``limits`` (checked before decoding)."""
     try:
-        return compressed_to_rgb(msg)
+        return compressed_to_rgb(msg, limits=limits)
     except ImageConversionError as exc:
         raise BagError(str(exc)) from exc
 
@@ -361,11 +372,14 @@ def _pick_topic(reader: AnyReader, path: Path, topic: str | None) -> tuple[str, 
     return next(iter(topics.items()))
 
 
-def read_image_bag(path: Path, topic: str | None = None) -> Iterator[BagFrame]:
+def read_image_bag(
+    path: Path, topic: str | None = None, limits: ImageLimits = DEFAULT_LIMITS
+) -> Iterator[BagFrame]:
     """Frames of one Image or CompressedImage topic of any rosbag2 (sqlite3 or MCAP), in log order.
 
     With ``topic=None`` the bag must have exactly one image topic; otherwise the error lists the
-    candidates. Frames are decoded lazily, one at a time, so long bags stream.
+    candidates. Frames are decoded lazily, one at a time, so long bags stream. A frame whose
+    declared size is outside ``limits`` raises :class:`BagError` before it is decoded.
     """
     path = Path(path)
     reader = _open_reader(path)
@@ -376,10 +390,10 @@ def read_image_bag(path: Path, topic: str | None = None) -> Iterator[BagFrame]:
             for conn, log_time, raw in reader.messages(connections=conns):
                 msg: Any = reader.deserialize(raw, conn.msgtype)
                 if msgtype == COMPRESSED_IMAGE_TYPE:
-                    rgb = compressed_msg_to_rgb(msg)
+                    rgb = compressed_msg_to_rgb(msg, limits)
                     encoding = compressed_codec(str(msg.format))
                 else:
-                    rgb = image_msg_to_rgb(msg)
+                    rgb = image_msg_to_rgb(msg, limits)
                     encoding = str(msg.encoding)
                 stamp = msg.header.stamp
                 yield BagFrame(

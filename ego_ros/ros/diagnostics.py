@@ -118,13 +118,16 @@ def make_array(stamp, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
 
 
 def camera_level(last_frame_age_s: float | None, max_age_s: float, conversion_errors: int,
-                 last_error: str, stalled: str) -> tuple[int, str]:
+                 last_error: str, stalled: str, refused_size: int = 0) -> tuple[int, str]:
     """Level and message of the camera input: WARN when no frame arrived within ``max_age_s``
-    (``stalled`` says so) or some frames could not be converted, else OK."""
+    (``stalled`` says so) or some frames could not be converted (``refused_size`` of them for
+    their declared size: over the pixel cap or under the model's minimum), else OK."""
     if last_frame_age_s is None or last_frame_age_s > max_age_s:
         return WARN, stalled
     if conversion_errors:
-        return WARN, f"{conversion_errors} frame(s) could not be converted; last: {last_error}"
+        why = f" ({refused_size} refused for their size)" if refused_size else ""
+        return WARN, (f"{conversion_errors} frame(s) could not be converted{why}; "
+                      f"last: {last_error}")
     return OK, "receiving frames"
 
 

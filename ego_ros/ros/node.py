@@ -4,7 +4,9 @@
 
 Data flow (one class, callbacks only convert and hand off)::
 
-    image / image/compressed --convert--> FrameBuffer (ring, by count and by stamp age)
+    image / image/compressed --convert--> FrameBuffer (ring, by count, bytes and stamp age)
+        (the declared size is checked first: over image.max_pixels or under the model's
+        smallest side, a frame is refused undecoded and counted as a conversion error)
     clip timer (clip.period_s) marks a clip due; the next frame cuts it with sample_clip
         --> LatestSlot (queue of one: newest clip wins)
     inference thread --engine.recognize / ask--> ~/recognition, ~/answer
@@ -58,6 +60,7 @@ from ego_ros.core.names import InvalidConceptName
 from ego_ros.core.store import StoreError
 from ego_ros.core.types import RecognitionResult
 from ego_ros.ros.convert import (
+    FrameSizeError,
     ImageConversionError,
     compressed_msg_to_rgb,
     image_msg_to_rgb,
@@ -117,7 +120,8 @@ class EgoNode(ServicesMixin, Node):
         s = self._settings
         self._engine, self._service_engine = self._make_engines(s)
         self._remote = bool(s.endpoint)
-        self._buffer = FrameBuffer(s.buffer_max_frames, s.buffer_max_age_s)
+        self._buffer = FrameBuffer(s.buffer_max_frames, s.buffer_max_age_s,
+                                   max_bytes=s.buffer_max_bytes)
         self._slot: LatestSlot[_ClipJob] = LatestSlot()
         self._questions: collections.deque[str] = collections.deque()
         self._questions_lock = threading.Lock()
@@ -220,16 +224,19 @@ class EgoNode(ServicesMixin, Node):
     def _on_image_compressed(self, msg: CompressedImage) -> None:
         self._ingest(msg, compressed_msg_to_rgb)
 
-    def _ingest(self, msg: Any, convert: Callable[[Any], np.ndarray]) -> None:
-        """Convert and buffer one frame. Nothing may escape: the executor re-raises a
-        callback's exception and would take the whole node down for one odd frame."""
+    def _ingest(self, msg: Any, convert: Callable[..., np.ndarray]) -> None:
+        """Convert (within the size limits) and buffer one frame. Nothing may escape: the
+        executor re-raises a callback's exception and would take the whole node down for one
+        odd frame."""
         received_ns = self.get_clock().now().nanoseconds
         self._input_rate.tick()
         try:
-            rgb = convert(msg)  # [H, W, 3] uint8
+            rgb = convert(msg, limits=self._settings.image_limits)  # [H, W, 3] uint8
             stamp_ns = stamp_to_ns(msg.header.stamp) or received_ns  # unstamped: arrival time
             frame = Frame(rgb, stamp_ns, msg.header.frame_id, received_ns)
         except ImageConversionError as exc:
+            if isinstance(exc, FrameSizeError):
+                self._counts["frames_refused_size"] += 1
             self._conversion_failed(str(exc))
             return
         except Exception as exc:  # a converter bug (cv_bridge, OpenCV): still only one frame
@@ -452,14 +459,18 @@ class EgoNode(ServicesMixin, Node):
         prefix, counts, max_age_s = self.get_name(), self._counts, self._stream.clip.max_age_s
         age = self._input_rate.age()
         level, message = camera_level(age, max_age_s, counts["conversion_errors"],
-                                      self._last_conversion_error, self._no_frames(max_age_s))
+                                      self._last_conversion_error, self._no_frames(max_age_s),
+                                      counts["frames_refused_size"])
         camera = make_status(f"{prefix}: camera input", level, message, {
             "topic": self._image_sub.topic_name, "rate_hz": self._input_rate.rate(),
             "frames_received": self._input_rate.total,
             "conversion_errors": counts["conversion_errors"],
+            "frames_refused_size": counts["frames_refused_size"],
             "ingest_errors": counts["ingest_errors"],
             "last_conversion_error": self._last_conversion_error,
-            "last_frame_age_s": age, "buffered_frames": len(self._buffer)})
+            "last_frame_age_s": age, "buffered_frames": len(self._buffer),
+            "buffered_bytes": self._buffer.nbytes,
+            "buffer_evicted_by_bytes": self._buffer.dropped_by_bytes})
         clips = make_status(f"{prefix}: clips", OK, "sampling clips", {
             "clip_rate_hz": self._clip_rate.rate(), "clips_sampled": self._clip_rate.total,
             "clips_skipped": self._slot.skipped, "clips_stale": counts["clips_stale"],

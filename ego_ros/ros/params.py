@@ -32,9 +32,10 @@ from rcl_interfaces.msg import (
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
-from ego_ros.backends.base import BackendConfig
+from ego_ros.backends.base import MIN_IMAGE_SIDE, BackendConfig
 from ego_ros.core.engine import MODES, EngineConfig
 from ego_ros.core.scoring import Thresholds
+from ego_ros.image_header import DEFAULT_MAX_PIXELS, MAX_PIXELS_LIMIT, ImageLimits
 from ego_ros.serving.rpc import CurveClientKeys
 from ego_ros.stream import ClipConfig
 
@@ -107,6 +108,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("image.compressed", False, "Subscribe to image/compressed "
               "(sensor_msgs/CompressedImage, JPEG/PNG) instead of image (sensor_msgs/Image).",
               read_only=True),
+    ParamSpec("image.max_pixels", DEFAULT_MAX_PIXELS, "Frames declaring more pixels (width x "
+              "height, read from the PNG/JPEG header before decoding) are refused and counted "
+              "as conversion errors; frames under the model's minimum side (8) are too.",
+              read_only=True, low=64, high=MAX_PIXELS_LIMIT),
     ParamSpec("qos.reliability", "best_effort", "Camera subscription reliability; "
               "best_effort (sensor data) also accepts reliable publishers.", read_only=True,
               choices=("best_effort", "reliable")),
@@ -114,6 +119,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               low=1, high=1000),
     ParamSpec("buffer.max_frames", 90, "Most frames kept in the ring buffer.", read_only=True,
               low=1, high=10000),
+    ParamSpec("buffer.max_bytes", 1 << 30, "Most bytes of decoded pixels (3 per pixel) kept in "
+              "the ring buffer; the oldest frames are evicted beyond it. Must hold one frame of "
+              "image.max_pixels.", read_only=True, low=1 << 20, high=1 << 40),
     ParamSpec("buffer.max_age_s", 5.0, "Frames stamped more than this before the newest are "
               "dropped from the buffer; must cover clip.window_s.", read_only=True,
               low=0.01, high=3600.0),
@@ -204,8 +212,10 @@ class NodeSettings:
     introduce_timeout_s: float
     connect_timeout_s: float
     compressed: bool
+    image_limits: ImageLimits  # image.max_pixels and the model's smallest side
     image_qos: QoSProfile
     buffer_max_frames: int
+    buffer_max_bytes: int
     buffer_max_age_s: float
     max_questions: int
     diagnostics_period_s: float
@@ -293,6 +303,11 @@ def settings_from_parameters(values: Mapping[str, Any]) -> NodeSettings:
         backend = BackendConfig(Path(path), family=family, dtype=v["model.dtype"],
                                 device=v["model.device"],
                                 max_image_tokens=v["model.max_image_tokens"] or None)
+    if v["buffer.max_bytes"] < 3 * v["image.max_pixels"]:
+        raise ValueError(f"buffer.max_bytes ({v['buffer.max_bytes']}) cannot hold one frame of "
+                         f"image.max_pixels ({v['image.max_pixels']} pixels x 3 bytes = "
+                         f"{3 * v['image.max_pixels']}); raise it or lower image.max_pixels")
+    image_limits = ImageLimits(v["image.max_pixels"], MIN_IMAGE_SIDE, "image.max_pixels")
     store = v["store.dir"].strip()
     if not store and not endpoint:
         raise ValueError("store.dir is empty; give a folder for the concept memories")
@@ -310,7 +325,8 @@ def settings_from_parameters(values: Mapping[str, Any]) -> NodeSettings:
         timeout_s=float(v["engine.timeout_s"]),
         introduce_timeout_s=float(v["engine.introduce_timeout_s"]),
         connect_timeout_s=float(v["engine.connect_timeout_s"]), compressed=v["image.compressed"],
-        image_qos=image_qos, buffer_max_frames=v["buffer.max_frames"],
+        image_limits=image_limits, image_qos=image_qos, buffer_max_frames=v["buffer.max_frames"],
+        buffer_max_bytes=v["buffer.max_bytes"],
         buffer_max_age_s=float(v["buffer.max_age_s"]), max_questions=v["questions.max_pending"],
         diagnostics_period_s=float(v["diagnostics.period_s"]))
 

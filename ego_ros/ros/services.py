@@ -41,7 +41,8 @@ class ServicesMixin:
 
     Relies on these members of the node, all set up in ``EgoNode.__init__``:
     ``get_logger()`` and ``get_clock()`` (from ``rclpy.node.Node``); ``_stream`` (live
-    ``StreamSettings``), ``_buffer`` (``FrameBuffer``), ``_service_engine`` (the engine used
+    ``StreamSettings``), ``_settings`` (``NodeSettings``: the image size limits),
+    ``_buffer`` (``FrameBuffer``), ``_service_engine`` (the engine used
     by services, never the clip loop's), ``_overlay_pub`` (``~/concept_overlay``); and the
     node's ``_sample()`` (cut a clip from the buffer), ``_no_frames(max_age_s)`` (why there
     is no fresh frame) and ``_explain(exc, what)`` (an actionable message for an engine
@@ -70,7 +71,7 @@ class ServicesMixin:
             images, headers = [], []
             for index, msg in enumerate(request.images):
                 try:
-                    images.append(image_msg_to_rgb(msg))
+                    images.append(image_msg_to_rgb(msg, limits=self._settings.image_limits))
                 except Exception as exc:  # ImageConversionError, or a converter bug
                     reason = str(exc) if isinstance(exc, ImageConversionError) else (
                         f"unexpected {type(exc).__name__}: {exc}")
