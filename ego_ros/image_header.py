@@ -82,8 +82,8 @@ class ImageLimits:
                 f"{self.max_pixels:,} ({self.name}); refused before decoding")
         if min(width, height) < self.min_side:
             raise FrameSizeError(
-                f"{what} declares {width}x{height} pixels; the model needs at least "
-                f"{self.min_side} on each side, so every clip with it would fail")
+                f"{what} declares {width}x{height} pixels, under the model's minimum of "
+                f"{self.min_side} on each side (the model would fail on it)")
 
 
 DEFAULT_LIMITS = ImageLimits()

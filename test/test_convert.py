@@ -389,7 +389,7 @@ def test_raw_frames_over_the_cap_or_under_the_minimum_side_are_refused(prefer_cv
     with pytest.raises(FrameSizeError, match="20000x20000"):
         image_msg_to_rgb(lying, prefer_cv_bridge=prefer_cv_bridge)  # default cap
     thin = rgb_to_image_msg(known_rgb(7, 64))
-    with pytest.raises(FrameSizeError, match="64x7 pixels; the model needs at least 8"):
+    with pytest.raises(FrameSizeError, match="64x7 pixels, under the model's minimum of 8 on"):
         image_msg_to_rgb(thin, limits=limits, prefer_cv_bridge=prefer_cv_bridge)
     assert image_msg_to_rgb(thin, prefer_cv_bridge=prefer_cv_bridge).shape == (7, 64, 3)
 
@@ -398,7 +398,7 @@ def test_compressed_frames_under_the_minimum_side_are_refused():
     limits = ImageLimits(min_side=8)
     for shape in ((4, 4), (7, 100)):
         data = encoded(known_rgb(*shape), ".png")
-        with pytest.raises(FrameSizeError, match="the model needs at least 8 on each side"):
+        with pytest.raises(FrameSizeError, match="under the model's minimum of 8 on each side"):
             compressed_msg_to_rgb(compressed_msg(data), limits=limits)
     assert compressed_msg_to_rgb(compressed_msg(encoded(known_rgb(8, 8), ".jpg")),
                                  limits=limits).shape == (8, 8, 3)

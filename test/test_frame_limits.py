@@ -112,7 +112,7 @@ def test_node_refuses_oversized_and_undersized_raw_frames_and_keeps_its_byte_bud
         assert values["conversion_errors"] == values["frames_refused_size"] == bad
         assert level == 1 and f"({bad} refused for their size)" in message  # WARN
         assert "over the limit of 76,800 (image.max_pixels)" in message or (
-            "needs at least 8 on each side" in message)
+            "under the model's minimum of 8" in message)
         assert int(values["buffered_frames"]) == 4  # 4 x 230,400 bytes <= 1 MiB < 5 x
         assert int(values["buffered_bytes"]) == 4 * 240 * 320 * 3 <= budget
         assert int(values["buffer_evicted_by_bytes"]) > 0
