@@ -104,6 +104,8 @@ def generate_curve_keys(directory: Path, name: str) -> tuple[Path, Path]:
     """
     Path(directory).mkdir(parents=True, exist_ok=True)
     public, secret = zmq.auth.create_certificates(str(directory), name)
+    # pyzmq writes both with the umask's mode (often world-readable): the secret is private.
+    Path(secret).chmod(0o600)
     return Path(public), Path(secret)
 
 
