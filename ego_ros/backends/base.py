@@ -62,6 +62,8 @@ class BackendConfig:
     never a silent fallback. ``max_image_tokens`` caps the visual tokens of one image or
     video frame pair for families with dynamic resolution (Qwen2.5-VL: a 1080p frame is
     ~2,700 tokens with the checkpoint's own limit); None keeps the checkpoint's setting.
+    ``allow_pickle_weights`` lets a folder without safetensors weights load its pickled
+    ``.bin`` files (unpickling can run code from the file: only for checkpoints you trust).
     """
 
     path: Path
@@ -69,9 +71,13 @@ class BackendConfig:
     dtype: str = "auto"
     device: str = "auto"
     max_image_tokens: int | None = None
+    allow_pickle_weights: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path).expanduser())
+        if not isinstance(self.allow_pickle_weights, bool):
+            raise ValueError(f"model.allow_pickle_weights: {self.allow_pickle_weights!r} must "
+                             "be true or false")
         cap = self.max_image_tokens
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 4):
             raise ValueError(f"model.max_image_tokens: {cap!r} must be None or an integer >= 4")

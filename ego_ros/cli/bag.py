@@ -134,7 +134,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="publish the bag's time on /clock (for use_sim_time nodes)")
     p.add_argument("--clock-hz", type=_positive(float), default=40.0,
                    help="/clock rate with --clock (default: %(default)s)")
-    p.add_argument("--topic", help="topic to play (default: the bag's only image topic)")
+    p.add_argument("--topic", help="Image or CompressedImage topic to play (default: the "
+                                   "bag's only image topic); other types are refused")
     p.add_argument("--wait-subscribers", type=_positive(int, allow_zero=True), default=0,
                    metavar="N",
                    help="wait until N subscribers are connected before playing (default: 0)")

@@ -103,6 +103,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model.max_image_tokens", 0, "Cap on the visual tokens of one image or frame "
               "pair for dynamic-resolution families (Qwen2.5-VL); 0 keeps the checkpoint's own "
               "limit.", read_only=True, low=0, high=100000),
+    ParamSpec("model.allow_pickle_weights", False, "Load a model.path folder that has only "
+              "pickled .bin weights (unpickling can run code from the file: only for "
+              "checkpoints you trust); false: safetensors weights only.", read_only=True),
     ParamSpec("store.dir", "~/.ego_ros/store", "Folder of the concept memories (created if "
               "missing). Unused when engine.endpoint is set.", read_only=True),
     ParamSpec("image.compressed", False, "Subscribe to image/compressed "
@@ -302,7 +305,8 @@ def settings_from_parameters(values: Mapping[str, Any]) -> NodeSettings:
         family = v["model.family"]
         backend = BackendConfig(Path(path), family=family, dtype=v["model.dtype"],
                                 device=v["model.device"],
-                                max_image_tokens=v["model.max_image_tokens"] or None)
+                                max_image_tokens=v["model.max_image_tokens"] or None,
+                                allow_pickle_weights=v["model.allow_pickle_weights"])
     if v["buffer.max_bytes"] < 3 * v["image.max_pixels"]:
         raise ValueError(f"buffer.max_bytes ({v['buffer.max_bytes']}) cannot hold one frame of "
                          f"image.max_pixels ({v['image.max_pixels']} pixels x 3 bytes = "

@@ -20,6 +20,7 @@ from ego_ros.serving.common import (
     WorkerUnavailable,
     _positive,
     is_local_endpoint,
+    transport_limit,
 )
 from ego_ros.serving.wire import (
     DEFAULT_LIMITS,
@@ -171,7 +172,9 @@ class RpcClient:
             sock.linger = 0
             sock.reconnect_ivl = 100
             sock.reconnect_ivl_max = 2000  # a restarted worker is found within ~2 s
-            sock.maxmsgsize = self._limits.max_bytes
+            # An oversized reply is received and refused by the decoder with its size, rather
+            # than dropped by libzmq with the connection (see common.transport_limit).
+            sock.maxmsgsize = transport_limit(self._limits)
             if "[" in self.endpoint:
                 sock.ipv6 = True
             if self._heartbeat_s > 0:
@@ -235,6 +238,7 @@ class RpcClient:
         sock = self._socket()
         msg_id = f"{self._tag}-{next(self._ids)}"
         frames = encode(kind, msg_id, method, params, arrays, limits=self._limits)
+        self._check_worker_limit(frames, what)
         try:
             sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:
@@ -273,6 +277,19 @@ class RpcClient:
                 raise WireError(f"worker at {self.endpoint} answered {what} with "
                                 f"{reply.kind!r}, expected {expect!r}")
             return reply
+
+    def _check_worker_limit(self, frames: Sequence[Any], what: str) -> None:
+        """Refuse, before sending, a request over the limit the worker announced in ``hello``
+        (a client configured with larger limits than its worker): it would be refused anyway,
+        after the transfer, or dropped unanswered beyond the worker's transport limit."""
+        limit = (self.server_info or {}).get("max_bytes")
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            return
+        size = sum(memoryview(f).nbytes for f in frames)
+        if size > limit:
+            raise WireError(f"{what} request of {size} bytes exceeds the worker's limit of "
+                            f"{limit} bytes (WireLimits.max_bytes at {self.endpoint}); send "
+                            "fewer or smaller images")
 
     def _heartbeat_loop(self) -> None:
         while not self._closed.wait(self._heartbeat_s):

@@ -42,6 +42,7 @@ from ego_ros.serving.common import (
     WorkerUnavailable,
     generate_curve_keys,
     is_local_endpoint,
+    transport_limit,
 )
 from ego_ros.serving.wire import (
     DEFAULT_LIMITS,
@@ -190,7 +191,9 @@ class RpcServer:
         router = self._ctx.socket(zmq.ROUTER)
         self._router = router
         router.linger = 0
-        router.maxmsgsize = self._limits.max_bytes  # refuse absurd frames before allocating
+        # Frames over this are dropped unanswered by libzmq; up to it, the decoder answers a
+        # message over the wire limit with its size (see common.transport_limit for why).
+        router.maxmsgsize = transport_limit(self._limits)
         if "[" in self._bind:
             router.ipv6 = True
         if self._curve is not None:
@@ -311,7 +314,7 @@ class RpcServer:
             self._reply(identity, "pong", msg.id, "", self._status())
         elif msg.kind == "hello":
             info = {"protocol": PROTOCOL_VERSION, "methods": sorted(self._methods),
-                    "info": self._info, **self._status()}
+                    "max_bytes": self._limits.max_bytes, "info": self._info, **self._status()}
             self._reply(identity, "hello", msg.id, "", info)
         elif msg.kind != "req":
             self._reply(identity, "err", msg.id, msg.method,
