@@ -372,3 +372,38 @@ def test_real_myvlm_copy_imports_with_a_recorded_split(tmp_path: Path) -> None:
         assert [Path(c).name for c in chosen] == _rule(0, concept, names, 5)
     assert labels.vqa and all(q.options is None and "sks" not in q.question for q in labels.vqa)
     assert len(labels.captions) == len(labels.frames)
+
+
+# ----------------------------------------------------------------------------------------------
+# Offline evaluation asks a multi-concept question with every concept it names
+# ----------------------------------------------------------------------------------------------
+
+
+def test_offline_vqa_puts_all_of_a_questions_concepts_in_context(tmp_path: Path, tiny_backends,
+                                                                 one_torch_thread) -> None:
+    from ego_ros.core.engine import EgoEngine, EngineConfig
+    from ego_ros.core.introduce import IntroduceConfig
+    from ego_ros.core.store import MemoryStore
+    from ego_ros.eval.offline import EvalConfig, run_offline
+
+    class Recording(EgoEngine):
+        """The real engine; it notes which concepts each question was asked with."""
+
+        asked: list[tuple[str, tuple[str, ...]]] = []
+
+        def ask(self, question, frames, clip=False, concepts=None, options=None):
+            self.asked.append((question, tuple(concepts or ())))
+            return super().ask(question, frames, clip=clip, concepts=concepts, options=options)
+
+    root = make_this_is_my(tmp_path / "This-is-My-Img")
+    bag = tmp_path / "bag"
+    labels = bag_from_dataset(root, bag, layout="this-is-my", part="multi", views=1)
+    backend = tiny_backends["qwen2_5_vl"]
+    short = EngineConfig(max_new_tokens=4, introduce=IntroduceConfig(
+        area_max_new_tokens=4, keywords_max_new_tokens=6))  # the wiring, not the answers
+    engine = Recording(backend, MemoryStore(tmp_path / "store", backend.fingerprint), short)
+    records = run_offline(engine, bag, EvalConfig(refs=1, tasks=("vqa",), progress=False))
+    assert len(records.vqa) == len(labels.vqa) == 2
+    assert sorted(engine.asked) == [
+        ("Where are Alex and Alexs hat?", ("Alex", "Alexs hat")),
+        ("Who is next to the car?", ("Nikki", "Nikkis car"))]
