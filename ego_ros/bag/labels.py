@@ -46,6 +46,7 @@ __all__ = [
     "LABELS_FILE",
     "LABELS_FORMAT",
     "LABELS_VERSION",
+    "READABLE_VERSIONS",
     "REFS_DIR",
     "BagLabels",
     "Box",
