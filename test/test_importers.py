@@ -189,6 +189,14 @@ def test_this_is_my_single_keeps_groups_and_targets(tmp_path: Path) -> None:
     assert labels.source.details["vqa_skipped_reference_images"] == [
         "this-is-my-visual-qa.json:./train/Alexs hat/0.png"]
 
+    tiny_image(root / "Single-concept" / "test" / "Positive" / "Zaks dog-dog" / "0.png", "z")
+    with pytest.raises(DatasetError, match=r"label 'Zaks dog' is not a concept of the train"):
+        bag_from_dataset(root, tmp_path / "b1", layout="this-is-my", views=1)
+    shutil.rmtree(root / "Single-concept" / "test" / "Positive" / "Zaks dog-dog")
+    tiny_image(root / "Single-concept" / "test" / "Blurry" / "Alexs hat-hat" / "0.png", "b")
+    with pytest.raises(DatasetError, match=r"Blurry: unknown test group; expected one of Positive"):
+        bag_from_dataset(root, tmp_path / "b2", layout="this-is-my", views=1)
+
 
 def test_this_is_my_multi_pairs_and_multi_concept_vqa(tmp_path: Path) -> None:
     root = make_this_is_my(tmp_path / "This-is-My-Img")
