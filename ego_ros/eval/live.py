@@ -305,7 +305,7 @@ class _Questioner:
         while (job := self._queue.get()) is not None:
             item, stamp = job
             options = [f"{k}={v}" for k, v in sorted((item.options or {}).items())]
-            request = Ask.Request(question=item.question, concepts=[item.concept],
+            request = Ask.Request(question=item.question, concepts=list(item.concepts),
                                   options=options, stamp=stamp)
             started = time.perf_counter()
             future = self._client.call_async(request)

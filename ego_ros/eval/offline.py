@@ -187,7 +187,7 @@ def _recognize(engine: EngineApi, frames: Sequence[BagFrame], truth_of: dict[int
 
 def _ask(engine: EngineApi, frame: BagFrame, item: VqaItem) -> VqaRecord:
     options = dict(item.options) if item.options is not None else None
-    result = engine.ask(item.question, [frame.rgb], concepts=[item.concept], options=options)
+    result = engine.ask(item.question, [frame.rgb], concepts=list(item.concepts), options=options)
     choice = result.choice if options else None
     return VqaRecord(stamp_ns=frame.stamp_ns, concept=item.concept, question=item.question,
                      options=options, answer=item.answer, response=result.answer,
