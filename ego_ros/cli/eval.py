@@ -87,8 +87,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--refs", type=int, metavar="N",
                         help="reference views taught per concept (default: all in the bag)")
     parser.add_argument("--store", type=Path, metavar="DIR",
-                        help="concept store to teach into (default: OUT/store, made fresh); "
-                             "memories of the bag's concepts there are replaced")
+                        help="concept store to teach the ego memories into (default: "
+                             "OUT/store, made fresh); memories of the bag's concepts there are "
+                             "replaced; other --memory strategies always use OUT/store-NAME")
     parser.add_argument("--clip-frames", type=int, default=1, metavar="N",
                         help="frames per recognition query; N > 1 queries clips of N "
                              "consecutive labelled frames (default: %(default)s)")

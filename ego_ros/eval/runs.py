@@ -111,14 +111,15 @@ def runs_markdown(runs: Sequence[Mapping[str, Any]], table: Callable) -> list[st
 
     lines = ["## Runs (memory strategy x protocol, same queries)", "",
              "Visual/text tokens: what one concept's memory puts in context (mean over "
-             "concepts); % visual: of all visual tokens of its reference views.", ""]
+             "concepts); visual share: of all visual tokens of its reference views (Table 3's "
+             "% of visual tokens).", ""]
     rows = [(m["memory"], m["protocol"], pick(m, "in_context_tokens", "visual_per_concept"),
              pick(m, "in_context_tokens", "text_per_concept"),
              pick(m, "in_context_tokens", "visual_fraction"),
              pick(m, "recognition", "precision"), pick(m, "recognition", "recall"),
              pick(m, "recognition", "f1"), pick(m, "multi_concept", "f1"),
              pick(m, "vqa", "accuracy"), pick(m, "caption", "recall")) for m in runs]
-    return lines + table(("memory", "protocol", "visual tokens", "text tokens", "% visual",
+    return lines + table(("memory", "protocol", "visual tokens", "text tokens", "visual share",
                           "precision", "recall", "F1", "multi F1", "VQA acc.",
                           "caption recall"), rows)
 
