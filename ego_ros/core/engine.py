@@ -14,6 +14,10 @@ embedding space (``ConceptIndex``: mean over memory tokens of the max cosine sim
 query token) and the top ``max_in_context`` are put in context, in name order so that the same
 set always gives the same prefix.
 
+How a memory enters the context is its strategy's (``config.introduce.strategy``,
+:mod:`ego_ros.core.strategies`): Ego's rows by default, or an ablation baseline's (words, all
+rows, the re-encoded reference images).
+
 One inference runs at a time (a lock); at most ``max_waiting`` callers queue behind it and any
 further caller gets :class:`EngineBusy` at once instead of piling up.
 """
@@ -41,6 +45,7 @@ from ego_ros.core.prompts import Prompts, prompts_for
 from ego_ros.core.retrieval import ConceptIndex
 from ego_ros.core.scoring import Thresholds, answer_variants, yes_no_score
 from ego_ros.core.store import ConceptNotFound
+from ego_ros.core.strategies import context_header, context_item, footprint, get_strategy
 from ego_ros.core.types import (
     AnswerResult,
     ConceptInfo,
@@ -152,6 +157,8 @@ class EgoEngine:
         # documented mid-to-late fallback.
         self.layers, self.layers_source = resolve_layers(backend, chosen)
         self.prompts: Prompts = prompts_for(backend.family)
+        self._strategy = get_strategy(self.config.introduce.strategy)
+        self._reference_views: dict[str, list[np.ndarray]] = {}  # reencode strategies only
         self._lock = threading.Lock()
         self._inside = 0  # callers running or waiting in _turn
         self._waiting_lock = threading.Lock()
@@ -218,6 +225,9 @@ class EgoEngine:
             new, traces = introduce_concept(self.backend, name, images, self.layers,
                                             self.config.introduce)
             stored = self.store.put(new, replace=replace)
+            if self._strategy.reencode:  # the baseline re-encodes these for every question
+                views = [] if replace else self._reference_views.get(name, [])
+                self._reference_views[name] = views + [np.asarray(i) for i in images]
             self._remember(stored)
             self._index.add(name, stored.tokens)  # replaces an indexed memory of that name
         return IntroduceResult(
@@ -241,6 +251,7 @@ class EgoEngine:
                 log.info("concept %r was already gone from the store", name)
             del self._memories[name]
             del self._versions[name]
+            self._reference_views.pop(name, None)
             self._drop_prefixes(name)
             self._index.remove(name)
             return True
@@ -298,7 +309,25 @@ class EgoEngine:
                 candidates = [n for n, _ in self._index.rank(query.tokens, k=k, pool=pool)]
         return sorted(candidates)
 
+    @property
+    def memory_strategy(self) -> str:
+        """The name of the memory strategy this engine introduces and injects with."""
+        return self._strategy.name
+
+    def memory_footprint(self, name: str) -> dict[str, int]:
+        """Tokens concept ``name`` puts in context (``strategies.footprint``)."""
+        memory = self._memories[validate_concept_name(name)]
+        _, blocks = context_item(self._strategy, self.prompts, memory, "m", self._memory_blocks)
+        return footprint(self.backend, self._strategy, self.prompts, memory, blocks)
+
     def _memory_blocks(self, memory: ConceptMemory) -> list:
+        if self._strategy.reencode:
+            views = self._reference_views.get(memory.name)
+            if views is None or len(views) != memory.num_views:
+                raise ValueError(f"memory strategy {self._strategy.name!r} re-encodes the "
+                                 f"reference images of {memory.name!r}, which this engine "
+                                 "does not hold (introduce the concept again in this process)")
+            return self.backend.encode_images(views)
         from_view = []
         for v, view in enumerate(memory.views):
             rows, cols = view.grid
@@ -311,11 +340,15 @@ class EgoEngine:
     def _prefix_text(self, names: Sequence[str]) -> tuple[str, dict]:
         if not names:
             return "", {}
-        text = self.prompts.memory_header
+        text = context_header(self._strategy, self.prompts)
         visuals = {}
         for i, name in enumerate(names):
-            text += self.prompts.memory_item.format(name=name, key=f"m{i}")
-            visuals[f"m{i}"] = self._memory_blocks(self._memories[name])
+            item, blocks = context_item(self._strategy, self.prompts, self._memories[name],
+                                        f"m{i}", self._memory_blocks,
+                                        self.backend.special_tokens)
+            text += item
+            if blocks:
+                visuals[f"m{i}"] = blocks
         return text, visuals
 
     def _render(self, names: Sequence[str], query: _Query, task: str):
@@ -329,7 +362,8 @@ class EgoEngine:
         """
         lead = query.content[:query.content.index("<ego:")]
         key = (tuple((n, self._versions[n]) for n in names), lead)
-        cached = self._prefixes.get(key) if self.config.prefix_cache_size and names else None
+        reuse = bool(self.config.prefix_cache_size and names and self._strategy.cache_prefix)
+        cached = self._prefixes.get(key) if reuse else None
         if cached is not None:
             self._prefixes.move_to_end(key)
             self.stats["prefix_hits"] += 1
@@ -343,7 +377,7 @@ class EgoEngine:
         query_part, tail = segments[first:last + 1], segments[last + 1:]
         if cached is not None:
             return cached, query_part, tail
-        return self._prefill_prefix(key, segments[:first], bool(names)), query_part, tail
+        return self._prefill_prefix(key, segments[:first], reuse), query_part, tail
 
     def _prefill_prefix(self, key: tuple, prefix_segments: list, cacheable: bool):
         """Prefill the memory prefix (``None`` when there is none) and cache its state."""
