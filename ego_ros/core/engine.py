@@ -52,6 +52,7 @@ from ego_ros.core.types import (
     ConceptScore,
     IntroduceResult,
     RecognitionResult,
+    SkippedConcept,
 )
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ class EgoEngine:
         self._inside = 0  # callers running or waiting in _turn
         self._waiting_lock = threading.Lock()
         self._memories: dict[str, ConceptMemory] = {}
+        self._skipped: dict[str, SkippedConcept] = {}  # stored, unusable: reported, forgettable
         self._versions: dict[str, int] = {}
         self._version_counter = 0
         self._prefixes: OrderedDict[tuple, object] = OrderedDict()
@@ -180,12 +182,14 @@ class EgoEngine:
 
     # -- bookkeeping ---------------------------------------------------------------------
     def _load_store(self) -> None:
-        names = self.store.names()
+        names, skipped = self.store.names(), []
         if names:
-            for memory in self.store.get_many(names, skip_broken=True).values():
+            for memory in self.store.get_many(names, skip_broken=True,
+                                              skipped=skipped).values():
                 self._remember(memory)
-        log.info("engine: %d concepts loaded, layers %s (%s)", len(self._memories), self.layers,
-                 self.layers_source)
+        self._skipped = {s.name: s for s in skipped}
+        log.info("engine: %d concepts loaded (%d skipped, see the warnings), layers %s (%s)",
+                 len(self._memories), len(skipped), self.layers, self.layers_source)
 
     def _remember(self, memory: ConceptMemory) -> None:
         self._version_counter += 1
@@ -222,6 +226,10 @@ class EgoEngine:
             raise ValueError("introduce: no reference views given")
         started = time.perf_counter()
         with self._turn():
+            if name in self._skipped and not replace:  # refused now, not after the LVLM passes
+                raise ValueError(f"cannot add views to {name!r}: it was skipped at load "
+                                 f"({self._skipped[name].reason}); introduce it with replace "
+                                 "to overwrite it")
             new, traces = introduce_concept(self.backend, name, images, self.layers,
                                             self.config.introduce)
             stored = self.store.put(new, replace=replace)
@@ -229,6 +237,7 @@ class EgoEngine:
                 views = [] if replace else self._reference_views.get(name, [])
                 self._reference_views[name] = views + [np.asarray(i) for i in images]
             self._remember(stored)
+            self._skipped.pop(name, None)
             self._index.add(name, stored.tokens)  # replaces an indexed memory of that name
         return IntroduceResult(
             name=stored.name, num_tokens=stored.num_tokens, num_views=stored.num_views,
@@ -240,9 +249,17 @@ class EgoEngine:
                       for t in traces])
 
     def forget(self, name: str) -> bool:
-        """Forget concept ``name`` (memory and stored file); False when it is unknown."""
+        """Forget concept ``name`` (memory and stored file, or a skipped concept's entry and
+        file); False when it is unknown."""
         name = validate_concept_name(name)
         with self._turn():
+            if name in self._skipped:
+                try:
+                    self.store.delete(name)
+                except ConceptNotFound:
+                    log.info("skipped concept %r was already gone from the store", name)
+                del self._skipped[name]
+                return True
             if name not in self._memories:
                 return False
             try:
@@ -260,10 +277,16 @@ class EgoEngine:
         memories = dict(self._memories)  # a snapshot: introduce/forget may run meanwhile
         return [memories[n].to_info() for n in sorted(memories)]
 
+    def skipped_concepts(self) -> list[SkippedConcept]:
+        """Stored concepts left out at load (why, and the fix); ``forget`` removes them."""
+        skipped = dict(self._skipped)  # a snapshot, as in concepts()
+        return [skipped[n] for n in sorted(skipped)]
+
     def health(self) -> dict:
         return {"ok": True, "family": self.backend.family, "device": str(self.backend.device),
                 "dtype": str(self.backend.dtype).removeprefix("torch."),
-                "concepts": len(self._memories), "layers": list(self.layers),
+                "concepts": len(self._memories), "concepts_skipped": len(self._skipped),
+                "layers": list(self.layers),
                 "layers_source": self.layers_source,
                 "prefix_cache": len(self._prefixes), "busy": self._lock.locked(), **self.stats}
 

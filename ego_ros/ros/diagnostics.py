@@ -145,6 +145,27 @@ def engine_level(remote: bool, healthy: bool, ever_answered: bool, error: str,
     return OK, "engine ready"
 
 
+# Skipped concepts named one per KeyValue on /diagnostics; ~/list_concepts lists them all.
+MAX_SKIPPED_LISTED = 16
+
+
+def store_level(skipped: list | None) -> tuple[int, str, dict[str, Any]]:
+    """Level, message and values of the concept store, from the engine's skipped concepts
+    (``SkippedConcept`` list; None when a worker has not told yet): WARN while any stored
+    concept is skipped, naming them; each reason (with its fix) is a value ``skipped: NAME``."""
+    if skipped is None:
+        return OK, "skipped concepts not known yet: the worker has not answered", {
+            "concepts_skipped": None}
+    if not skipped:
+        return OK, "every stored concept loaded", {"concepts_skipped": 0}
+    names = ", ".join(repr(s.name) for s in skipped[:4]) + (", ..." if len(skipped) > 4 else "")
+    message = (f"{len(skipped)} stored concept(s) skipped and never used: {names}; forget "
+               "(~/forget_concept), rebind or re-introduce them (the reasons: ~/list_concepts)")
+    return WARN, message, {"concepts_skipped": len(skipped),
+                           **{f"skipped: {s.name}": s.reason
+                              for s in skipped[:MAX_SKIPPED_LISTED]}}
+
+
 def status_values(status: DiagnosticStatus) -> dict[str, str]:
     """The KeyValue pairs of a status as a dict (for tools and tests reading diagnostics)."""
     return {kv.key: kv.value for kv in status.values}
@@ -162,4 +183,5 @@ __all__ = [
     "make_array",
     "make_status",
     "status_values",
+    "store_level",
 ]

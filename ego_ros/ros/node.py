@@ -75,6 +75,7 @@ from ego_ros.ros.diagnostics import (
     engine_level,
     make_array,
     make_status,
+    store_level,
 )
 from ego_ros.ros.executor import EgoExecutor
 from ego_ros.ros.params import (
@@ -455,7 +456,7 @@ class EgoNode(ServicesMixin, Node):
                                     throttle_duration_sec=_THROTTLE_S)
 
     def diagnostics(self) -> list[DiagnosticStatus]:
-        """The node's ``DiagnosticStatus`` list: camera input, clips, engine."""
+        """The node's ``DiagnosticStatus`` list: camera input, clips, engine, concept store."""
         prefix, counts, max_age_s = self.get_name(), self._counts, self._stream.clip.max_age_s
         age = self._input_rate.age()
         level, message = camera_level(age, max_age_s, counts["conversion_errors"],
@@ -496,7 +497,8 @@ class EgoNode(ServicesMixin, Node):
             values.update({k: health.get(k) for k in ("family", "device", "dtype", "concepts")})
         level, message = engine_level(self._remote, healthy, last_ok is not None,
                                       self._engine_error, self._settings.endpoint)
-        return [camera, clips, make_status(f"{prefix}: engine", level, message, values)]
+        store = make_status(f"{prefix}: concept store", *store_level(self._skipped_concepts()))
+        return [camera, clips, make_status(f"{prefix}: engine", level, message, values), store]
 
     # -- shutdown ---------------------------------------------------------------------------
     def destroy_node(self) -> None:

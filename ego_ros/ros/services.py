@@ -3,8 +3,10 @@
     ~/introduce_concept  learn a concept from request images or the newest camera frames
     ~/ask                answer a question about the current camera clip, or the clip
                          ending at a buffered frame named by its stamp
-    ~/list_concepts      the stored concepts with their token and view counts
-    ~/forget_concept     delete a stored concept
+    ~/list_concepts      the stored concepts with their token and view counts, and the
+                         stored concepts skipped at load with why (another model's memory,
+                         a corrupt file, a malformed manifest entry)
+    ~/forget_concept     delete a stored concept, a skipped one included
 
 They live apart from the node's stream and clip loop because they share none of its state
 beyond the frame buffer and the service engine; the node registers them in a reentrant
@@ -175,17 +177,32 @@ class ServicesMixin:
                           response: ListConcepts.Response) -> ListConcepts.Response:
         try:
             infos = self._service_engine.concepts()
+            skipped = self._service_engine.skipped_concepts()
         except Exception as exc:
             response.success = False
             response.message = f"could not list the concepts: {self._explain(exc, 'list_concepts')}"
             self.get_logger().error(f"list_concepts: {response.message}")
             return response
         response.success = True
-        response.message = f"{len(infos)} concept(s)"
+        response.message = f"{len(infos)} concept(s)" + (
+            f"; {len(skipped)} stored concept(s) skipped, see skipped_reasons: forget, rebind "
+            "or re-introduce them" if skipped else "")
         response.names = [c.name for c in infos]
         response.num_tokens = [int(c.num_tokens) for c in infos]
         response.num_views = [int(c.num_views) for c in infos]
+        response.skipped_names = [s.name for s in skipped]
+        response.skipped_reasons = [s.reason for s in skipped]
         return response
+
+    def _skipped_concepts(self) -> list | None:
+        """The engine's skipped concepts without waiting on it (for /diagnostics): asked of
+        the in-process engine, else the newest that either worker client has heard (None:
+        the worker has not told yet)."""
+        if not self._remote:
+            return self._service_engine.skipped_concepts()
+        heard = [k for k in (self._service_engine.known_skipped(), self._engine.known_skipped())
+                 if k is not None]
+        return max(heard, key=lambda k: k[0])[1] if heard else None
 
     def _on_forget_concept(self, request: ForgetConcept.Request,
                            response: ForgetConcept.Response) -> ForgetConcept.Response:
@@ -198,7 +215,7 @@ class ServicesMixin:
         except InvalidConceptName as exc:
             response.message = f"{exc}; call ~/list_concepts for the names"
             return response
-        try:
+        try:  # a concept skipped at load (another model's, corrupt) is forgotten too
             forgotten = self._service_engine.forget(name)
             known = [] if forgotten else [c.name for c in self._service_engine.concepts()]
         except Exception as exc:

@@ -45,8 +45,10 @@ class RpcClient:
     ``timeout_s`` bounds each call's wait for its reply; ``connect_timeout_s`` bounds the
     ``hello`` handshake done before the first call and after any failure. ``heartbeat_s > 0``
     adds ZeroMQ-level heartbeats (a silent peer is dropped after three intervals) and a
-    background thread that pings the worker when idle, keeping :attr:`healthy` current.
-    :attr:`last_ok` is the ``time.monotonic()`` of the last answer, None before any.
+    background thread that pings the worker when idle (or says ``hello`` when a handshake is
+    due), keeping :attr:`healthy` and :attr:`server_info` current. :attr:`last_ok` is the
+    ``time.monotonic()`` of the last answer, None before any; :attr:`server_info_at` that of
+    the last ``hello``.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class RpcClient:
         self._closed = threading.Event()
         self.last_ok: float | None = None
         self.server_info: dict[str, Any] | None = None
+        self.server_info_at: float | None = None  # time.monotonic() of that hello
         self._heartbeat: threading.Thread | None = None
         if self._heartbeat_s > 0:
             self._heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True,
@@ -162,7 +165,7 @@ class RpcClient:
         if reply.params.get("protocol") != PROTOCOL_VERSION:
             raise WireError(f"worker at {self.endpoint} speaks protocol "
                             f"{reply.params.get('protocol')!r}, this client {PROTOCOL_VERSION}")
-        self.server_info = reply.params
+        self.server_info, self.server_info_at = reply.params, time.monotonic()
         self._need_hello = False
         return reply.params
 
@@ -300,8 +303,11 @@ class RpcClient:
             try:
                 if not self._closed.is_set():
                     self._read_events()
-                    self._exchange("ping", "", None, (),
-                                   min(self._connect_timeout_s, self._heartbeat_s), "pong")
+                    wait_s = min(self._connect_timeout_s, self._heartbeat_s)
+                    if self._need_hello:  # (re)connected: learn the worker's info right away
+                        self._hello_locked(wait_s)
+                    else:
+                        self._exchange("ping", "", None, (), wait_s, "pong")
             except (RpcError, WireError) as exc:
                 logger.debug("heartbeat to %s failed: %s", self.endpoint, exc)
             finally:

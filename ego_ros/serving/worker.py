@@ -125,7 +125,7 @@ def build_engine(config: WorkerConfig) -> Any:
 
 def run_worker(config: WorkerConfig, stop: threading.Event | None = None) -> int:
     """Serve until ``stop`` is set (or SIGINT/SIGTERM when called from the main thread)."""
-    from ego_ros.serving.remote import serve_engine
+    from ego_ros.serving.remote import serve_engine, worker_info
     from ego_ros.serving.rpc import CurveServerKeys, is_local_endpoint
 
     if not is_local_endpoint(config.bind):  # refuse before spending minutes on the model
@@ -148,7 +148,7 @@ def run_worker(config: WorkerConfig, stop: threading.Event | None = None) -> int
     health = engine.health()
     info = {"family": health["family"], "device": health["device"], "dtype": health["dtype"],
             "store": str(config.store), "model": str(config.model or "tiny")}
-    server = serve_engine(engine, config.bind, info=info, curve=curve,
+    server = serve_engine(engine, config.bind, info=worker_info(engine, info), curve=curve,
                           allow_nonlocal=config.allow_nonlocal, max_pending=config.max_pending)
     server.start()
     log.info("ego worker ready on %s (%s on %s, %d concepts)", server.endpoint,
