@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from ego_ros.core import limits
 from ego_ros.core.calibration import resolve_layers
 from ego_ros.core.introduce import IntroduceConfig, introduce_concept
 from ego_ros.core.memory import ConceptMemory
@@ -222,8 +223,8 @@ class EgoEngine:
     def introduce(self, name: str, images: Sequence[np.ndarray],
                   replace: bool = False) -> IntroduceResult:
         name = validate_concept_name(name)
-        if not images:
-            raise ValueError("introduce: no reference views given")
+        limits.check_views(len(images))  # before the model is held: a refusal costs nothing
+        limits.check_user_text(name, "the concept name", self.backend.special_tokens)
         started = time.perf_counter()
         with self._turn():
             if name in self._skipped and not replace:  # refused now, not after the LVLM passes
@@ -561,34 +562,28 @@ class EgoEngine:
         the options are listed after the question (one per line, "A. ..."), the model is asked
         for the letter, and ``choice`` of the result holds the letter read from its answer
         (``parse_choice``: "B", "(b)", "Answer: B) ...", or the option's text), else None."""
-        if not question or not question.strip():
-            raise ValueError("ask: the question is empty")
-        self._check_user_text(question)
-        task = self.prompts.ask.format(question=question.strip())
+        question = limits.check_question(question)  # sizes first, before any tokenising
+        limits.check_options(options)
+        specials = self.backend.special_tokens
+        limits.check_user_text(question, "the question", specials)
+        task = self.prompts.ask.format(question=question)
         letters: list[str] = []
         if options:
             letters = sorted(options)
             bad = [k for k in letters if not (len(k) == 1 and k.isalpha() and k.isupper())]
             if bad or len(letters) < 2:
                 raise ValueError(f"ask: options need at least two single capital letters as "
-                                 f"keys, got {list(options)}")
-            for text in options.values():
-                self._check_user_text(str(text))
+                                 f"keys, got {list(options)[:limits.MAX_OPTIONS]}")
+            for key in letters:
+                limits.check_user_text(options[key], f"option {key}", specials)
             task += "".join(f"\n{k}. {options[k]}" for k in letters) + self.prompts.choice_suffix
+        limits.check_question_tokens(
+            sum(len(self.backend.tokenize(t)) for t in (question, *(options or {}).values())))
         result = self._answer(task, frames, clip, concepts)
         if not letters:
             return result
         choice = parse_choice(result.answer, letters, [str(options[k]) for k in letters])
         return replace(result, choice=choice)
-
-    def _check_user_text(self, text: str) -> None:
-        """User text is written into the prompt: no prompt sentinels, no special tokens."""
-        if "<ego:" in text:
-            raise ValueError("the question contains '<ego:', which is reserved in prompts")
-        specials = [t for t in self.backend.special_tokens if t and t in text]
-        if specials:
-            raise ValueError(f"the question contains the model's special token(s) {specials}; "
-                             "remove them")
 
     def caption(self, frames: Sequence[np.ndarray], clip: bool = False,
                 concepts: Sequence[str] | None = None) -> AnswerResult:

@@ -30,7 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ego_ros.core import limits
 from ego_ros.core.memory import ConceptMemory
+from ego_ros.core.names import validate_concept_name
 from ego_ros.core.parsing import clean_keywords, keyword_token_mask, parse_area_percent
 from ego_ros.core.prompts import prompts_for
 from ego_ros.core.selection import SelectionConfig, ViewSelection, importance_from_attention
@@ -175,9 +177,11 @@ def introduce_view(backend, image: np.ndarray, layers: Sequence[int],
 def introduce_concept(backend, name: str, images: Sequence[np.ndarray], layers: Sequence[int],
                       config: IntroduceConfig = IntroduceConfig(),
                       ) -> tuple[ConceptMemory, list[ViewTrace]]:
-    """Build the memory of concept ``name`` from one or more reference views."""
-    if not images:
-        raise ValueError("introduce: no reference views given")
+    """Build the memory of concept ``name`` from one or more reference views (at most
+    ``limits.MAX_VIEWS``; the name must hold none of the backend's special tokens)."""
+    name = validate_concept_name(name)
+    limits.check_views(len(images))
+    limits.check_user_text(name, "the concept name", backend.special_tokens)
     started = time.perf_counter()
     traces = [introduce_view(backend, img, layers, config) for img in images]
     memory = ConceptMemory.from_views(name, [t.selection for t in traces], layers,

@@ -55,6 +55,7 @@ from std_msgs.msg import Header, String
 from ego_interfaces.msg import Answer, ConceptDetection, Recognition
 from ego_interfaces.srv import Ask, ForgetConcept, IntroduceConcept, ListConcepts
 from ego_ros.backends.base import BackendError
+from ego_ros.core import limits
 from ego_ros.core.engine import EngineBusy, UnknownConcept
 from ego_ros.core.names import InvalidConceptName
 from ego_ros.core.store import StoreError
@@ -100,7 +101,7 @@ OVERLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # RemoteError types whose message is already written for a person.
 _PLAIN_REMOTE = {"UnknownConcept", "InvalidConceptName", "ValueError", "KeyError",
-                 "ConceptNotFound"}
+                 "ConceptNotFound", "LimitExceeded"}
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class EgoNode(ServicesMixin, Node):
         self._sample_age_ms, self._handoff_ms = LatencyWindow(), LatencyWindow()
         self._counts = collections.Counter()
         self._last_conversion_error = ""
+        self._last_refused = ""  # why the last question on ~/question was refused
         self._engine_error = ""  # last engine failure, cleared by the next success
         self._clip_due = False  # set by the clip timer, cleared by the next frame
         self._stopping = threading.Event()
@@ -261,9 +263,13 @@ class EgoNode(ServicesMixin, Node):
             throttle_duration_sec=_THROTTLE_S)
 
     def _on_question(self, msg: String) -> None:
-        question = msg.data.strip()
-        if not question:
-            self.get_logger().warning("ignoring an empty question on ~/question")
+        try:  # limits.MAX_QUESTION_CHARS, checked before the question is queued
+            question = limits.check_question(msg.data)
+        except ValueError as exc:
+            self._counts["questions_refused"] += 1
+            self._last_refused = str(exc)
+            self.get_logger().warning(f"ignoring a question on ~/question: {exc}",
+                                      throttle_duration_sec=_THROTTLE_S)
             return
         with self._questions_lock:
             if len(self._questions) >= self._settings.max_questions:
@@ -480,6 +486,8 @@ class EgoNode(ServicesMixin, Node):
             "answers_published": counts["answers"], "pending_questions": len(self._questions),
             "questions_dropped": counts["questions_dropped"],
             "questions_failed": counts["questions_failed"],
+            "questions_refused": counts["questions_refused"],
+            "last_question_refused": self._last_refused,
             **self._sample_age_ms.summary("sample_age"), **self._handoff_ms.summary("handoff")})
         values: dict[str, Any] = {
             "mode": "remote" if self._remote else "in-process",

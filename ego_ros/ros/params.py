@@ -34,6 +34,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from ego_ros.backends.base import MIN_IMAGE_SIDE, BackendConfig
 from ego_ros.core.engine import MODES, EngineConfig
+from ego_ros.core.limits import MAX_VIEWS
 from ego_ros.core.scoring import Thresholds
 from ego_ros.image_header import DEFAULT_MAX_PIXELS, MAX_PIXELS_LIMIT, ImageLimits
 from ego_ros.serving.rpc import CurveClientKeys
@@ -171,7 +172,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               "old news. Raise it for a model slower than this per clip.", low=0.01,
               high=3600.0),
     ParamSpec("introduce.num_frames", 3, "Captured frames used as reference views when an "
-              "introduce_concept request has no images and num_frames 0.", low=1, high=64),
+              "introduce_concept request has no images and num_frames 0 (at most "
+              f"{MAX_VIEWS}, the views one introduction takes).", low=1, high=MAX_VIEWS),
     ParamSpec("introduce.max_age_s", 5.0, "Captured frames received longer ago than this are "
               "not used as reference views.", low=0.01, high=3600.0),
     ParamSpec("questions.max_pending", 8, "Questions on ~/question waiting for the next clip; "

@@ -19,6 +19,7 @@ import numpy as np
 from std_msgs.msg import Header
 
 from ego_interfaces.srv import Ask, ForgetConcept, IntroduceConcept, ListConcepts
+from ego_ros.core import limits
 from ego_ros.core.names import InvalidConceptName, validate_concept_name
 from ego_ros.core.overlay import draw_selection_overlay
 from ego_ros.core.parsing import parse_options
@@ -63,12 +64,15 @@ class ServicesMixin:
     def _on_introduce_concept(self, request: IntroduceConcept.Request,
                               response: IntroduceConcept.Response) -> IntroduceConcept.Response:
         response.success = False
+        stream = self._stream
         try:
             name = validate_concept_name(request.name)
-        except InvalidConceptName as exc:
+            # before any image is converted or frame copied (limits.MAX_VIEWS)
+            limits.check_views(len(request.images) or request.num_frames
+                               or stream.introduce_num_frames)
+        except ValueError as exc:  # InvalidConceptName, LimitExceeded
             response.message = str(exc)
             return response
-        stream = self._stream
         if request.images:
             images, headers = [], []
             for index, msg in enumerate(request.images):
@@ -123,11 +127,13 @@ class ServicesMixin:
 
     def _on_ask(self, request: Ask.Request, response: Ask.Response) -> Ask.Response:
         response.success = False
-        question = request.question.strip()
-        if not question:
-            response.message = "the question is empty; ask something about the camera view"
+        try:  # sizes first (limits.MAX_QUESTION_CHARS, ...): nothing long is parsed or queued
+            question = limits.check_question(request.question)
+        except ValueError as exc:
+            response.message = str(exc)
             return response
         try:
+            limits.check_options(list(request.options))
             options = parse_options(list(request.options))
         except ValueError as exc:
             response.message = f"bad options: {exc}"

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ego_ros.core import limits
+from ego_ros.core.names import validate_concept_name
 from ego_ros.core.types import (
     AnswerResult,
     ConceptInfo,
@@ -226,6 +228,17 @@ def _checked(method: str, params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def _check_limits(method: str, p: dict[str, Any], num_images: int) -> None:
+    """The request limits of ``ego_ros.core.limits``, before any image is copied or the engine
+    called: a 200,000-character question or 200 views cost the worker a comparison."""
+    if method == "ask":
+        limits.check_question(p["question"])
+        limits.check_options(p["options"])
+    elif method == "introduce":
+        validate_concept_name(p["name"])
+        limits.check_views(num_images)
+
+
 def _call(engine: EngineLike, method: str, p: dict[str, Any], images: list[np.ndarray]) -> Any:
     if method == "introduce":
         return engine.introduce(p["name"], images, replace=p["replace"]).to_dict()
@@ -259,6 +272,7 @@ def engine_handler(engine: EngineLike) -> Handler:
             raise ValueError(
                 f"{method!r} is not an engine method; allowed {sorted(ENGINE_METHODS)}")
         _checked(method, params)
+        _check_limits(method, params, len(arrays))
         if method not in _TAKES_IMAGES and arrays:
             raise ValueError(f"{method} takes no images, got {len(arrays)} arrays")
         images = [np.array(a) for a in check_images("images", list(arrays))]
