@@ -15,6 +15,7 @@ Data flow (one class, callbacks only convert and hand off)::
         down or busy waits for the next clip)
     ~/introduce_concept, ~/ask, ~/list_concepts, ~/forget_concept --> engine
     diagnostics timer --> /diagnostics
+    Ctrl-C / SIGTERM (main): inference thread stopped -> executor -> node -> rclpy context
 
 Threads: the camera subscription and the clip timer share a mutually exclusive callback group
 (both are short); services run in a reentrant group, so on the ``MultiThreadedExecutor`` a long
@@ -49,6 +50,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
@@ -78,7 +80,7 @@ from ego_ros.ros.diagnostics import (
     make_status,
     store_level,
 )
-from ego_ros.ros.executor import EgoExecutor
+from ego_ros.ros.executor import EgoExecutor, spin_until, stop_signals
 from ego_ros.ros.params import (
     SPECS,
     NodeSettings,
@@ -136,6 +138,9 @@ class EgoNode(ServicesMixin, Node):
         self._engine_error = ""  # last engine failure, cleared by the next success
         self._clip_due = False  # set by the clip timer, cleared by the next frame
         self._stopping = threading.Event()
+        # Held around every publish of the inference thread, and while stop() raises
+        # _stopping: once stop() returns that thread never publishes again.
+        self._publish_lock = threading.Lock()
         self._destroyed = False
 
         stream_group = MutuallyExclusiveCallbackGroup()
@@ -321,8 +326,17 @@ class EgoNode(ServicesMixin, Node):
                 try:
                     self._process(job)
                 except Exception as exc:  # the loop must outlive any one clip
-                    self.get_logger().error(f"clip failed: {type(exc).__name__}: {exc}",
-                                            throttle_duration_sec=_THROTTLE_S)
+                    if not self._stopping.is_set():
+                        self.get_logger().error(f"clip failed: {type(exc).__name__}: {exc}",
+                                                throttle_duration_sec=_THROTTLE_S)
+
+    def _publish(self, publisher: Any, msg: Any) -> bool:
+        """Publish from the inference thread unless the node is stopping (then False)."""
+        with self._publish_lock:
+            if self._stopping.is_set():
+                return False
+            publisher.publish(msg)
+            return True
 
     def _call(self, what: str, fn: Callable[[], Any]) -> tuple[Any, Exception | None]:
         """Run an engine call from the clip loop: (result, None), or (None, the exception)
@@ -386,8 +400,8 @@ class EgoNode(ServicesMixin, Node):
             if ok:
                 self._engine_ms.add(result.latency_ms)
                 ok = not self._stale(job, stream)
-            if ok:
-                self._recognition_pub.publish(self._recognition_msg(header, job, result))
+            if ok and self._publish(self._recognition_pub,
+                                    self._recognition_msg(header, job, result)):
                 self._counts["recognitions"] += 1
         while ok:  # questions wait for the next clip while the engine fails
             with self._questions_lock:
@@ -405,9 +419,10 @@ class EgoNode(ServicesMixin, Node):
                 else:
                     self._counts["questions_failed"] += 1
                 break
-            self._answer_pub.publish(Answer(header=header, question=question,
-                                            answer=answer.answer, concepts=answer.concepts,
-                                            latency_ms=float(answer.latency_ms)))
+            if not self._publish(self._answer_pub, Answer(
+                    header=header, question=question, answer=answer.answer,
+                    concepts=answer.concepts, latency_ms=float(answer.latency_ms))):
+                break  # stopping
             self._counts["answers"] += 1
 
     def _recognition_msg(self, header: Header, job: _ClipJob,
@@ -509,15 +524,25 @@ class EgoNode(ServicesMixin, Node):
         return [camera, clips, make_status(f"{prefix}: engine", level, message, values), store]
 
     # -- shutdown ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop the inference thread (idempotent): no clip starts, the one in flight may finish
+        but publishes nothing, and the thread is joined. Call it while the rclpy context is
+        still valid (``main`` does, before the executor and the context go)."""
+        with self._publish_lock:
+            first = not self._stopping.is_set()
+            self._stopping.set()
+        self._slot.close()
+        if first:
+            self._thread.join(timeout=max(10.0, self._settings.timeout_s))
+            if self._thread.is_alive():
+                self.get_logger().warning("inference thread still busy at shutdown; it will "
+                                          "publish nothing more")
+
     def destroy_node(self) -> None:
         """Stop the inference thread, close worker connections, then destroy the node."""
         if not self._destroyed:
             self._destroyed = True
-            self._stopping.set()
-            self._slot.close()
-            self._thread.join(timeout=max(10.0, self._settings.timeout_s))
-            if self._thread.is_alive():
-                self.get_logger().warning("inference thread still busy at shutdown")
+            self.stop()
             if self._remote:
                 self._engine.close()
                 self._service_engine.close()
@@ -525,14 +550,22 @@ class EgoNode(ServicesMixin, Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Console script ``ego_node``: spin an :class:`EgoNode` on a multi-threaded executor."""
-    rclpy.init(args=args)
+    """Console script ``ego_node``: spin an :class:`EgoNode` on a multi-threaded executor.
+
+    Ctrl-C and SIGTERM stop it in order, exit status 0: the inference thread first, then the
+    executor, the node and the rclpy context. (rclpy's own signal handlers would shut the
+    context down at once, under a clip still being published: they are not installed.)
+    """
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
-        node = EgoNode()
+        node = EgoNode()  # Ctrl-C while the model loads: KeyboardInterrupt, nothing to stop yet
         executor = EgoExecutor(num_threads=6)
         executor.add_node(node)
-        executor.spin()
+        with stop_signals() as stop:
+            spin_until(executor, stop)
+            node.stop()
+            executor.shutdown(timeout_sec=5.0)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, OSError, BackendError, StoreError) as exc:

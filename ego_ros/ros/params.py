@@ -135,9 +135,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               low=1, high=64),
     ParamSpec("clip.window_s", 2.0, "Seconds of stream (header stamps) a clip spans.",
               low=0.0, high=3600.0),
-    ParamSpec("clip.max_age_s", 1.0, "Frames received longer ago than this (node clock) are "
-              "never used, so a stalled camera produces no recognitions.", low=0.01,
-              high=3600.0),
+    ParamSpec("clip.max_age_s", 2.5, "Frames received longer ago than this (node clock) are "
+              "never used, so a stalled camera produces no recognitions; must cover "
+              "clip.window_s.", low=0.01, high=3600.0),
     ParamSpec("tasks.recognize", True, "Recognise the known concepts in every clip."),
     ParamSpec("tasks.caption", False, "Add a personalized caption to every Recognition."),
     ParamSpec("recognition.mode", "per-concept", "per-concept: a scored yes/no question per "
@@ -257,6 +257,12 @@ def stream_settings(values: Mapping[str, Any]) -> StreamSettings:
         raise ValueError(f"clip.window_s ({clip.window_s}) exceeds buffer.max_age_s "
                          f"({v['buffer.max_age_s']}): the buffer would drop frames before a "
                          "clip spans its window")
+    if clip.window_s > clip.max_age_s:
+        raise ValueError(f"clip.window_s ({clip.window_s}) exceeds clip.max_age_s "
+                         f"({clip.max_age_s}): frames received more than clip.max_age_s ago are "
+                         f"never used, so clips would span at most about {clip.max_age_s} s; "
+                         "raise clip.max_age_s (a little above clip.window_s) or lower "
+                         "clip.window_s")
     if clip.num_frames > v["buffer.max_frames"]:
         raise ValueError(f"clip.num_frames ({clip.num_frames}) exceeds buffer.max_frames "
                          f"({v['buffer.max_frames']})")
