@@ -206,7 +206,7 @@ def test_concepts_rebind_after_a_config_only_change(tmp_path, tiny_backends, tin
     import cv2
 
     assert cv2.imwrite(str(image), make_scene(3))
-    # A foreign memory no longer stops the command (issue 11 item 5): it is skipped (a warning names the fix).
+    # A foreign memory no longer stops the command (issue 11 item 5): it is skipped.
     code, out, err = _run(capsys, "recognize", "--model", upgraded, "--store", store, image)
     assert code == 0 and "mug" not in [c["name"] for c in out["concepts"]]
 
