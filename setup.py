@@ -23,7 +23,9 @@ setup(
     maintainer_email="ego-ros@example.com",
     description="Personalized LVLM perception for ROS 2 robots (Ego method).",
     license="Apache-2.0",
-    tests_require=["pytest"],
+    # colcon test runs pytest (not unittest) when "test" extras name it; tests_require is
+    # ignored by current setuptools. Test paths and options: setup.cfg [tool:pytest].
+    extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": [
             "ego-ros = ego_ros.cli.main:main",

@@ -15,6 +15,13 @@ Supported ``sensor_msgs/Image`` encodings (exact ROS strings):
 ``step`` (bytes per row) is honoured, so row-padded images decode correctly; bytes beyond
 ``step * height`` are ignored. Every result is a fresh C-contiguous array that never aliases
 the message's data. ``sensor_msgs/CompressedImage`` JPEG and PNG are decoded with OpenCV.
+
+Every frame's declared size is checked against an :class:`ImageLimits` (pixel cap, smallest
+side; :data:`DEFAULT_LIMITS` unless the caller passes its own) before a pixel is touched:
+for raw images from ``width`` and ``height``, for compressed ones from the PNG or JPEG header
+(``ego_ros.image_header``), so a small file declaring a huge image is never decoded. Other
+compressed formats are refused. A refused size raises :class:`FrameSizeError`, a kind of
+:class:`ImageConversionError`.
 """
 
 from __future__ import annotations
@@ -25,9 +32,24 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ego_ros.image_header import (
+    DEFAULT_LIMITS,
+    FrameSizeError,
+    ImageConversionError,
+    ImageLimits,
+    declared_size,
+)
 
-class ImageConversionError(ValueError):
-    """A message that cannot be turned into an RGB image; the text names the problem."""
+__all__ = [
+    "DEFAULT_LIMITS",
+    "SUPPORTED_ENCODINGS",
+    "FrameSizeError",
+    "ImageConversionError",
+    "ImageLimits",
+    "compressed_to_rgb",
+    "raw_to_rgb",
+    "validated_bytes",
+]
 
 
 @dataclass(frozen=True)
@@ -57,15 +79,16 @@ _YUV422 = frozenset({"yuv422", "uyvy", "yuv422_yuy2", "yuyv"})
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
 
 
-
-def raw_to_rgb(msg: Any, flat: np.ndarray | None = None) -> np.ndarray:
+def raw_to_rgb(msg: Any, flat: np.ndarray | None = None, *,
+               limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Decode a ``sensor_msgs/Image`` (rclpy or rosbags) into a fresh ``[H, W, 3] uint8`` RGB
-    array; :class:`ImageConversionError` for an unknown encoding or a malformed message.
-    ``flat`` is the data as :func:`validated_bytes` returned it, when the caller checked it."""
+    array; :class:`ImageConversionError` for an unknown encoding, a malformed message or a
+    size outside ``limits``. ``flat`` is the data as :func:`validated_bytes` returned it, when
+    the caller checked it (``limits`` included)."""
     encoding = str(msg.encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if flat is None:
-        flat = validated_bytes(msg, encoding, height, width, step, False)  # [N] uint8
+        flat = validated_bytes(msg, encoding, height, width, step, False, limits)  # [N] uint8
     spec = _ENCODINGS[encoding]  # known: checked by validated_bytes
     rows = flat[: step * height].reshape(height, step)  # [H, step], zero-copy view
     pixels = rows[:, : width * spec.bytes_per_pixel]  # [H, W * bpp], rows may be strided
@@ -86,9 +109,11 @@ def raw_to_rgb(msg: Any, flat: np.ndarray | None = None) -> np.ndarray:
 
 
 def validated_bytes(
-    msg: Any, encoding: str, height: int, width: int, step: int, bridge_decodes: bool
+    msg: Any, encoding: str, height: int, width: int, step: int, bridge_decodes: bool,
+    limits: ImageLimits = DEFAULT_LIMITS,
 ) -> np.ndarray:
-    """Check the message geometry and return its data as a flat uint8 view (no copy).
+    """Check the message geometry and its declared size against ``limits``, and return its
+    data as a flat uint8 view (no copy).
 
     An encoding unknown here is left to cv_bridge when it will decode the frame (it knows more,
     e.g. Bayer patterns); the row-length check then needs cv_bridge's own knowledge.
@@ -97,6 +122,7 @@ def validated_bytes(
         raise ImageConversionError(
             f"image has zero size: width={width}, height={height} (encoding {encoding!r})"
         )
+    limits.check(width, height, f"sensor_msgs/Image ({encoding!r})")
     spec = _ENCODINGS.get(encoding)
     if spec is None and not bridge_decodes:
         raise ImageConversionError(
@@ -119,11 +145,14 @@ def validated_bytes(
     return flat
 
 
-def compressed_to_rgb(msg: Any) -> np.ndarray:
+def compressed_to_rgb(msg: Any, *, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` into ``[H, W, 3] uint8`` RGB.
 
-    Grey images come back as three equal channels and alpha is dropped. Depth images from
-    ``compressed_depth_image_transport`` (format containing ``compressedDepth``) are refused.
+    The size the PNG/JPEG header declares is checked against ``limits`` first
+    (:class:`FrameSizeError`); data that is neither PNG nor JPEG is refused whatever
+    ``format`` says. Grey images come back as three equal channels and alpha is dropped.
+    Depth images from ``compressed_depth_image_transport`` (format containing
+    ``compressedDepth``) are refused.
     """
     fmt = str(msg.format)
     if "compresseddepth" in fmt.lower():
@@ -134,10 +163,21 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
         raise ImageConversionError(f"compressed image data is not a byte buffer: {exc}") from exc
     if buf.size == 0:
         raise ImageConversionError(f"compressed image is empty (format {fmt!r})")
+    try:
+        declared = declared_size(buf)
+    except ImageConversionError as exc:
+        raise type(exc)(f"{exc} (format {fmt!r}, {buf.size} bytes)") from None
+    limits.check(declared.width, declared.height, f"{declared.codec.upper()} header")
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # [H, W, 3] BGR or None
     if bgr is None:
         raise ImageConversionError(
             f"cannot decode compressed image: {buf.size} bytes, format {fmt!r}, "
             f"first bytes {bytes(buf[:8]).hex()}"
+        )
+    # EXIF orientation may swap the sides; the pixel count is what the header declared.
+    if sorted(bgr.shape[:2]) != sorted((declared.height, declared.width)):
+        raise ImageConversionError(
+            f"{declared.codec.upper()} header declares {declared.width}x{declared.height} but "
+            f"decoded to {bgr.shape[1]}x{bgr.shape[0]} (format {fmt!r})"
         )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # [H, W, 3]

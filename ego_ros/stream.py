@@ -64,19 +64,26 @@ def _positive_int(name: str, value: int) -> int:
 
 
 class FrameBuffer:
-    """Thread-safe ring buffer of frames, sorted by header stamp, bounded by count and by age.
+    """Thread-safe ring buffer of frames, sorted by header stamp, bounded by count, bytes and age.
 
-    ``max_frames`` bounds memory; ``max_age_s`` drops frames whose stamp is more than that far
-    behind the *newest* stamp in the buffer (header clock, so bag replay keeps its timing).
+    ``max_frames`` and ``max_bytes`` (the pixel bytes of all buffered frames, None for no byte
+    bound) bound memory: after each push the oldest frames are evicted until both hold, except
+    that the newest frame is always kept (the node validates that one frame of the largest
+    allowed size fits ``max_bytes``). ``max_age_s`` drops frames whose stamp is more than that
+    far behind the *newest* stamp in the buffer (header clock, so bag replay keeps its timing).
     Frames arriving out of order are inserted in stamp order. A frame more than
     ``reset_threshold_s`` older than the newest one is taken as a clock jump backwards (a bag
     played in a loop, a simulator reset of ``/clock``, a camera re-synchronising) rather than a
     late frame: the buffer is cleared and starts a new timeline with it, since mixing the two
     timelines would give clips spanning unrelated moments. ``resets`` counts these.
+    ``nbytes`` is the pixel bytes held now; ``dropped_by_count``, ``dropped_by_bytes`` and
+    ``dropped_by_age`` count evictions by each bound.
     """
 
-    def __init__(self, max_frames: int, max_age_s: float, reset_threshold_s: float = 1.0):
+    def __init__(self, max_frames: int, max_age_s: float, reset_threshold_s: float = 1.0,
+                 max_bytes: int | None = None):
         self.max_frames = _positive_int("max_frames", max_frames)
+        self.max_bytes = None if max_bytes is None else _positive_int("max_bytes", max_bytes)
         self.max_age_s = _seconds("max_age_s", max_age_s)
         self.reset_threshold_s = _seconds("reset_threshold_s", reset_threshold_s)
         self._max_age_ns = int(self.max_age_s * _NS_PER_S)
@@ -84,8 +91,10 @@ class FrameBuffer:
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)  # notified on every push
         self._frames: list[Frame] = []  # ascending stamp_ns
+        self._nbytes = 0  # sum of rgb.nbytes over _frames
         self.pushed = 0
         self.dropped_by_count = 0
+        self.dropped_by_bytes = 0
         self.dropped_by_age = 0
         self.resets = 0
 
@@ -100,19 +109,33 @@ class FrameBuffer:
                     "clearing %d buffered frames", (frames[-1].stamp_ns - frame.stamp_ns) / 1e9,
                     frames[-1].stamp_ns, frame.stamp_ns, len(frames))
                 frames.clear()
+                self._nbytes = 0
                 self.resets += 1
             # Equal stamps keep arrival order (insort inserts after equal keys).
             bisect.insort_right(frames, frame, key=lambda f: f.stamp_ns)
+            self._nbytes += frame.rgb.nbytes
             excess = len(frames) - self.max_frames
             if excess > 0:
-                del frames[:excess]
+                self._evict(excess)
                 self.dropped_by_count += excess
+            if self.max_bytes is not None and self._nbytes > self.max_bytes:
+                over, count = self._nbytes - self.max_bytes, 0
+                while count < len(frames) - 1 and over > 0:  # the newest frame always stays
+                    over -= frames[count].rgb.nbytes
+                    count += 1
+                self._evict(count)
+                self.dropped_by_bytes += count
             oldest_allowed = frames[-1].stamp_ns - self._max_age_ns
             old = bisect.bisect_left(frames, oldest_allowed, key=lambda f: f.stamp_ns)
             if old:
-                del frames[:old]
+                self._evict(old)
                 self.dropped_by_age += old
             self._arrived.notify_all()
+
+    def _evict(self, count: int) -> None:
+        """Drop the ``count`` oldest frames (lock held)."""
+        self._nbytes -= sum(f.rgb.nbytes for f in self._frames[:count])
+        del self._frames[:count]
 
     def latest(self, n: int) -> list[Frame]:
         """The newest ``n`` frames (fewer if the buffer holds fewer), oldest first."""
@@ -156,6 +179,13 @@ class FrameBuffer:
     def clear(self) -> None:
         with self._lock:
             self._frames.clear()
+            self._nbytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Pixel bytes of the buffered frames (the ``rgb`` arrays)."""
+        with self._lock:
+            return self._nbytes
 
     def __len__(self) -> int:
         with self._lock:

@@ -327,7 +327,7 @@ def test_labels_validation_names_the_problem(tmp_path: Path) -> None:
 
     assert "frames[1].stamp_ns must be int" in broken(lambda d: d["frames"][1].update(stamp_ns="x"))
     assert "not in concepts" in broken(lambda d: d["frames"][0].update(concepts=["ghost"]))
-    assert "version 2 is not supported" in broken(lambda d: d.update(version=2))
+    assert "version 9 is not supported" in broken(lambda d: d.update(version=9))
     assert "not one of the option letters" in broken(lambda d: d["vqa"][0].update(answer="C"))
     assert "not an ego labels file" in broken(lambda d: d.update(format="other"))
     assert "inside the bag folder" in broken(

@@ -169,11 +169,15 @@ def test_unknown_concept_exits_2_and_lists_the_stored_ones(tiny_model_dirs, stor
     assert "'bob'" in err and "kiro, tavi" in err
 
 
-def test_store_of_another_model_is_refused(tiny_model_dirs, stores, images, capsys):
-    err = _main_error(capsys, "caption", "--model", tiny_model_dirs["internvl"],
-                      "--store", stores["qwen2_5_vl"], images[0])
-    assert "another model" in err
-    assert "qwen2_5_vl" in err and "internvl" in err
+def test_memories_of_another_model_are_skipped(tiny_model_dirs, stores, images, capsys):
+    """Issue 11 item 5: another model's memories never enter the context and never stop the
+    command; they are skipped (with a warning naming the fix) and nothing is considered."""
+    code = main(["caption", "--model", str(tiny_model_dirs["internvl"]),
+                 "--store", str(stores["qwen2_5_vl"]), str(images[0])])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    (result,) = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
+    assert result["considered"] == []
 
 
 @pytest.mark.parametrize("command, extra, expected", [

@@ -7,16 +7,23 @@ own encoders, so a decoding bug cannot cancel out against an encoding bug.
 from __future__ import annotations
 
 import array
+import struct
+import time
 
 import cv2
 import numpy as np
 import pytest
+from bombs import compressed_msg, encoded, jpeg_declaring, png_bomb
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from ego_ros.image_header import DEFAULT_MAX_PIXELS, declared_size
 from ego_ros.ros.convert import (
+    DEFAULT_LIMITS,
+    FrameSizeError,
     ImageConversionError,
+    ImageLimits,
     compressed_msg_to_rgb,
     image_msg_to_rgb,
     ns_to_stamp,
@@ -247,8 +254,11 @@ def test_grey_png_from_another_encoder_decodes_to_three_channels():
     ("fmt", "payload", "text"),
     [
         ("jpeg", b"", "empty"),
-        ("jpeg", b"\x00\x01not an image at all", r"cannot decode.*21 bytes.*'jpeg'"),
-        ("png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 10, "cannot decode.*png"),
+        ("jpeg", b"\x00\x01not an image at all", r"not a PNG or JPEG.*'jpeg', 21 bytes"),
+        ("png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 10, "PNG truncated: 18 bytes"),
+        # a valid header, then no pixel data: refused by the decoder
+        ("png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00\x00\x08\x00\x00\x00\x08"
+         + b"\x00" * 9, "cannot decode.*png"),
         ("16UC1; compressedDepth png", b"\x00" * 20, "compressed depth"),
     ],
 )
@@ -264,6 +274,150 @@ def test_compressed_encoder_validates_arguments():
         rgb_to_compressed_msg(smooth_rgb(), fmt="webp")
     with pytest.raises(ValueError, match="quality.*0"):
         rgb_to_compressed_msg(smooth_rgb(), quality=0)
+
+
+# --------------------------------------------------------------------------- declared size limits
+
+
+def _app1_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """``jpeg`` with an EXIF APP1 segment (big-endian TIFF, one Orientation tag) after SOI."""
+    tiff = (b"MM\x00\x2a" + struct.pack(">IH", 8, 1)
+            + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0))
+    app1 = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def _with_fill_bytes(jpeg: bytes) -> bytes:
+    """Fill bytes (0xff 0xff) before the first marker after SOI: legal, decoders skip them."""
+    return jpeg[:2] + b"\xff\xff" + jpeg[2:]
+
+
+@pytest.mark.parametrize(("ext", "params", "shape"), [
+    (".png", (), (48, 64)), (".png", (), (1, 3000)), (".jpg", (), (48, 64)),
+    (".jpg", (cv2.IMWRITE_JPEG_PROGRESSIVE, 1), (33, 17)),
+    (".jpg", (cv2.IMWRITE_JPEG_RST_INTERVAL, 1), (40, 24)),
+], ids=["png", "png-wide", "jpeg", "jpeg-progressive", "jpeg-restart"])
+def test_declared_size_matches_what_opencv_decodes(ext, params, shape):
+    data = encoded(known_rgb(*shape), ext, params)
+    size = declared_size(data)
+    assert (size.codec, size.height, size.width) == (ext.strip(".").replace("jpg", "jpeg"),
+                                                     *shape)
+    assert compressed_msg_to_rgb(compressed_msg(data)).shape == (*shape, 3)
+    padded = _with_fill_bytes(data) if ext == ".jpg" else data
+    assert declared_size(array.array("B", padded)) == size  # any byte buffer
+
+
+def test_exif_rotated_jpeg_is_accepted_with_its_sides_swapped():
+    data = _app1_orientation(encoded(smooth_rgb(48, 64), ".jpg"), 6)  # rotate 90 degrees
+    assert (declared_size(data).width, declared_size(data).height) == (64, 48)
+    assert compressed_msg_to_rgb(compressed_msg(data)).shape == (64, 48, 3)
+
+
+def test_png_bomb_is_refused_before_decoding():
+    """49 KB declaring 20000x20000: OpenCV would spend ~4 s and 2.4 GB decoding it."""
+    bomb = png_bomb(20000, 20000)
+    assert len(bomb) < 100_000
+    limits = ImageLimits(DEFAULT_MAX_PIXELS, 8, "image.max_pixels")
+    started = time.perf_counter()
+    with pytest.raises(FrameSizeError, match=r"PNG header declares 20000x20000 = 400,000,000 "
+                       r"pixels, over the limit of 16,777,216 \(image.max_pixels\)"):
+        compressed_msg_to_rgb(compressed_msg(bomb, "png"), limits=limits)
+    assert time.perf_counter() - started < 0.5  # refused from the header, never decoded
+    with pytest.raises(FrameSizeError, match="20000x20000"):  # the default cap refuses it too
+        compressed_msg_to_rgb(compressed_msg(bomb, "png"))
+
+
+def test_default_pixel_cap_is_4096_squared_inclusive():
+    assert DEFAULT_LIMITS.max_pixels == 4096 * 4096
+    ok = compressed_msg_to_rgb(compressed_msg(png_bomb(4096, 4096)))
+    assert ok.shape == (4096, 4096, 3)
+    with pytest.raises(FrameSizeError, match="4097x4096"):
+        compressed_msg_to_rgb(compressed_msg(png_bomb(4097, 4096)))
+
+
+def test_jpeg_declaring_a_huge_frame_is_refused():
+    with pytest.raises(FrameSizeError, match="JPEG header declares 30000x20000"):
+        compressed_msg_to_rgb(compressed_msg(jpeg_declaring(30000, 20000), "jpeg"))
+    # the format string is not trusted: the bytes say JPEG
+    with pytest.raises(FrameSizeError, match="JPEG header"):
+        compressed_msg_to_rgb(compressed_msg(jpeg_declaring(30000, 20000), "png"))
+
+
+@pytest.mark.parametrize(("ext", "start"), [(".bmp", "424d"), (".webp", "52494646"),
+                                            (".tiff", "49492a00"), (".ppm", "5036")])
+def test_formats_other_than_png_and_jpeg_are_refused(ext, start):
+    data = encoded(known_rgb(16, 16), ext)
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is not None
+    with pytest.raises(ImageConversionError, match=f"not a PNG or JPEG \\(first bytes {start}"):
+        compressed_msg_to_rgb(compressed_msg(data, "jpeg"))
+
+
+def _jpeg_segments_then(tail: bytes) -> bytes:
+    return b"\xff\xd8\xff\xe0\x00\x04ab" + tail  # SOI, an APP0 of 2 bytes, then ``tail``
+
+
+@pytest.mark.parametrize(("data", "text"), [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIDAT" + b"\x00" * 13, "does not start with an IHDR"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + b"\x00" * 13, "PNG declares zero size"),
+    (_jpeg_segments_then(b"junk\xff\xc0"), "byte 8 is 0x6a where a marker"),
+    (_jpeg_segments_then(b"\xff\xda\x00\x08"), "marker 0xda at byte 9 before any frame"),
+    (_jpeg_segments_then(b"\xff\xd9"), "marker 0xd9 .* before any frame header"),
+    (_jpeg_segments_then(b"\xff\xc0\x00\x11\x08\x00\x00\x01\x00\x03"), "zero height"),
+    (_jpeg_segments_then(b"\xff\xc0\x00\x11\x08"), r"frame header \(0xc0\) truncated"),
+    (_jpeg_segments_then(b"\xff\xe1\x00\x01"), "length 1"),
+    (_jpeg_segments_then(b"\xff\xe1\x10\x00"), "JPEG truncated: no frame header"),
+    (_jpeg_segments_then(b"\xff\xd0\xff"), "truncated inside a marker"),
+])
+def test_unreadable_headers_are_refused_with_the_reason(data, text):
+    with pytest.raises(ImageConversionError, match=text):
+        compressed_msg_to_rgb(compressed_msg(data, "jpeg"))
+
+
+@pytest.mark.parametrize("prefer_cv_bridge", [True, False], ids=["auto", "own"])
+def test_raw_frames_over_the_cap_or_under_the_minimum_side_are_refused(prefer_cv_bridge):
+    limits = ImageLimits(max_pixels=48 * 64, min_side=8, name="image.max_pixels")
+    rgb = known_rgb(48, 64)
+    assert np.array_equal(image_msg_to_rgb(rgb_to_image_msg(rgb), limits=limits,
+                                           prefer_cv_bridge=prefer_cv_bridge), rgb)
+    big = rgb_to_image_msg(known_rgb(48, 65))  # complete data, one column too many
+    with pytest.raises(FrameSizeError, match=r"sensor_msgs/Image \('rgb8'\) declares 65x48 = "
+                       r"3,120 pixels, over the limit of 3,072 \(image.max_pixels\)"):
+        image_msg_to_rgb(big, limits=limits, prefer_cv_bridge=prefer_cv_bridge)
+    lying = rgb_to_image_msg(rgb)  # declares 20000x20000 with 9 KB of data: refused by size
+    lying.width = lying.height = 20000
+    lying.step = 60000
+    with pytest.raises(FrameSizeError, match="20000x20000"):
+        image_msg_to_rgb(lying, prefer_cv_bridge=prefer_cv_bridge)  # default cap
+    thin = rgb_to_image_msg(known_rgb(7, 64))
+    with pytest.raises(FrameSizeError, match="64x7 pixels, under the model's minimum of 8 on"):
+        image_msg_to_rgb(thin, limits=limits, prefer_cv_bridge=prefer_cv_bridge)
+    assert image_msg_to_rgb(thin, prefer_cv_bridge=prefer_cv_bridge).shape == (7, 64, 3)
+
+
+def test_compressed_frames_under_the_minimum_side_are_refused():
+    limits = ImageLimits(min_side=8)
+    for shape in ((4, 4), (7, 100)):
+        data = encoded(known_rgb(*shape), ".png")
+        with pytest.raises(FrameSizeError, match="under the model's minimum of 8 on each side"):
+            compressed_msg_to_rgb(compressed_msg(data), limits=limits)
+    assert compressed_msg_to_rgb(compressed_msg(encoded(known_rgb(8, 8), ".jpg")),
+                                 limits=limits).shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize(("kwargs", "text"), [
+    ({"max_pixels": 0}, r"ImageLimits.max_pixels must be an integer in \[1, 1073741824\], got 0"),
+    ({"max_pixels": 2**31}, "max_pixels.*got 2147483648"),
+    ({"max_pixels": 1.5}, "max_pixels.*got 1.5"),
+    ({"min_side": True}, "min_side.*got True"),
+    ({"max_pixels": 63, "min_side": 8}, "min_side=8 admits no image under max_pixels=63"),
+])
+def test_image_limits_are_validated(kwargs, text):
+    with pytest.raises(ValueError, match=text):
+        ImageLimits(**kwargs)
+
+
+def test_size_errors_are_conversion_errors():
+    assert issubclass(FrameSizeError, ImageConversionError)
 
 
 # --------------------------------------------------------------------------- time

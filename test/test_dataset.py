@@ -1,4 +1,4 @@
-"""MyVLM layout adapter on a small generated folder of the same shape (never the shared data)."""
+"""MyVLM importer on a small generated folder of the same shape; the real copy when present."""
 
 from __future__ import annotations
 
@@ -102,12 +102,12 @@ def test_split_of_a_concept_ignores_other_folders(fake_root: Path, tmp_path: Pat
 
 
 def test_split_errors(fake_root: Path, tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match=r"'bo' has 6 photos; refs=6 needs at least 7"):
+    with pytest.raises(DatasetError, match=r"'bo' has 6 photos; --views 6 needs at least 7"):
         split_references(fake_root, 6, seed=0)
-    with pytest.raises(DatasetError, match="refs must be an integer >= 1"):
+    with pytest.raises(DatasetError, match="views must be an integer >= 1"):
         split_references(fake_root, 0, seed=0)
-    with pytest.raises(DatasetError, match="unknown dataset layout 'yollava'"):
-        split_references(fake_root, 1, layout="yollava")
+    with pytest.raises(DatasetError, match="unknown dataset layout 'coco'"):
+        split_references(fake_root, 1, layout="coco")
     (fake_root / "bo" / "captions.json").write_text('{"0.jpg": "not a list"}')
     with pytest.raises(DatasetError, match=r"captions.json: captions of '0.jpg' must be a list"):
         scan_myvlm(fake_root)

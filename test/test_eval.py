@@ -31,7 +31,6 @@ from ego_ros.eval import offline
 from ego_ros.eval.metrics import (
     caption_recall,
     labels_from_sets,
-    multi_concept_metrics,
     recognition_metrics,
     vqa_accuracy,
 )
@@ -144,12 +143,22 @@ def test_aggregation_equals_metrics_on_recorded_predictions(cli_run: dict, bag: 
             assert got["per_concept"][c][key] == expected["per_concept"][c][key]
         assert len(report["pr_curves"][c]["precision"]) >= 1
 
-    multi = [frozenset(r["truth"]) for r in rec]
-    groups = list(dict.fromkeys(t for t in multi if len(t) >= 2))
-    if groups:
-        preds = [frozenset(c for c, p in r["present"].items() if p) for r in rec]
-        assert report["multi_concept"]["f1"] == pytest.approx(
-            multi_concept_metrics(multi, preds, groups)["f1"])
+    # paper protocol: every query asked about every co-occurring group with the group's
+    # memories alone; a query is a predicted positive of a group when all of it was found
+    groups = offline.concept_groups(labels)
+    assert groups, "the synthetic bag shows concepts together"
+    asked = [r for r in rows if r["task"] == "multi_concept"]
+    assert [(r["stamp_ns"], tuple(r["group"])) for r in asked] == [
+        (r["stamp_ns"], g) for r in rec for g in groups]
+    multi = [frozenset(r["truth"]) for r in asked]
+    y_true = {" + ".join(g): [set(g) <= set(r["truth"]) for r in asked if tuple(r["group"]) == g]
+              for g in groups}
+    y_pred = {" + ".join(g): [all(r["present"][c] for c in g) for r in asked
+                              if tuple(r["group"]) == g] for g in groups}
+    assert report["multi_concept"]["f1"] == pytest.approx(recognition_metrics(y_true, y_pred)["f1"])
+    assert report["protocol"] == "paper" and report["memory"] == "ego"
+    assert all(r["protocol"] == "paper" and r["memory"] == "ego" for r in rows)
+    assert len(multi) == len(rec) * len(groups)
 
     vqa = [r for r in rows if r["task"] == "vqa"]
     assert len(vqa) == len(labels.vqa)
@@ -201,7 +210,9 @@ def test_overwrite_replaces_the_report_and_the_store(cli_run: dict, bag: Path,
     assert json.loads(stdout.getvalue())["queries"] == 2
     report = read_strict_json(out / "report.json")
     assert report["queries"] == 2 and report["vqa"] is None and report["caption"] is None
-    assert len((out / "predictions.jsonl").read_text().splitlines()) == 2
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["task"] for r in rows].count("recognition") == 2
+    assert {r["task"] for r in rows} == {"recognition", "multi_concept"}
     assert not stale.exists(), "the old store was reused"
     assert (out / "notes.txt").read_text() == "mine", "--overwrite removed a foreign file"
 
@@ -257,8 +268,13 @@ def test_config_and_task_parsing() -> None:
     assert offline.parse_tasks(" vqa, recognition,vqa ") == ("vqa", "recognition")
     with pytest.raises(ValueError, match="tasks"):
         offline.parse_tasks("recognition,sing")
+    from ego_ros.core.strategies import STRATEGIES
+    from ego_ros.eval.protocols import PROTOCOLS
+
+    assert tuple(PROTOCOLS) == eval_cli.PROTOCOLS
+    assert tuple(STRATEGIES) == eval_cli.STRATEGIES
     for bad in ({"refs": 0}, {"clip_frames": 0}, {"tasks": ()}, {"recognition_mode": "all"},
-                {"max_frames": 0}):
+                {"max_frames": 0}, {"protocol": "lab"}):
         field = next(iter(bad))
         with pytest.raises(ValueError, match=f"EvalConfig.{field}"):
             EvalConfig(**bad)

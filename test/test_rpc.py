@@ -32,6 +32,7 @@ from ego_ros.core.types import (
     ConceptScore,
     IntroduceResult,
     RecognitionResult,
+    SkippedConcept,
 )
 from ego_ros.serving.remote import ENGINE_METHODS, RemoteEngine, serve_engine
 from ego_ros.serving.rpc import (
@@ -118,6 +119,10 @@ class FakeEngine:
     def concepts(self) -> list[ConceptInfo]:
         self.calls["concepts"] += 1
         return [self._infos[n] for n in sorted(self._infos)]
+
+    def skipped_concepts(self) -> list[SkippedConcept]:
+        self.calls["skipped_concepts"] += 1
+        return []
 
     def health(self) -> dict[str, Any]:
         self.calls["health"] += 1

@@ -556,7 +556,7 @@ def test_tampered_manifest_cannot_point_outside(tmp_path: Path) -> None:
     manifest = json.loads(path.read_text("utf-8"))
     manifest["concepts"]["a"]["file"] = "../../etc/passwd"
     path.write_text(json.dumps(manifest), "utf-8")
-    with pytest.raises(StoreError, match="bad file entry"):
+    with pytest.raises(StoreError, match="field 'file'"):
         MemoryStore(tmp_path, FP).get("a")
 
 

@@ -35,6 +35,50 @@ def test_buffer_bounded_by_count_keeps_newest():
     assert (buf.pushed, buf.dropped_by_count, buf.dropped_by_age) == (12, 7, 0)
 
 
+def sized(stamp_ns: int, side: int) -> Frame:
+    """A frame of ``side`` x ``side`` pixels: ``3 * side**2`` bytes."""
+    return Frame(np.zeros((side, side, 3), np.uint8), stamp_ns, "cam", stamp_ns)
+
+
+def test_buffer_bounded_by_bytes_evicts_oldest_and_counts_them():
+    buf = FrameBuffer(max_frames=100, max_age_s=100.0, max_bytes=10_000)
+    for i in range(10):  # 10 x 3,072 bytes: three fit in 10,000
+        buf.push(sized(i * MS, 32))
+        assert buf.nbytes == 3072 * len(buf) <= 10_000
+    assert stamps(buf.snapshot()) == [7 * MS, 8 * MS, 9 * MS]
+    assert (buf.dropped_by_bytes, buf.dropped_by_count, buf.dropped_by_age) == (7, 0, 0)
+    buf.push(sized(10 * MS, 50))  # 7,500 bytes: only the newest and none before it fit
+    assert stamps(buf.snapshot()) == [10 * MS] and buf.nbytes == 7500
+    buf.push(sized(11 * MS, 10))  # 300 bytes: fits beside it
+    assert stamps(buf.snapshot()) == [10 * MS, 11 * MS] and buf.nbytes == 7800
+
+
+def test_buffer_keeps_the_newest_frame_even_over_its_byte_budget():
+    buf = FrameBuffer(max_frames=10, max_age_s=100.0, max_bytes=1000)
+    buf.push(sized(1 * MS, 8))
+    buf.push(sized(2 * MS, 40))  # 4,800 bytes, alone over the budget: kept, the older one goes
+    assert stamps(buf.snapshot()) == [2 * MS] and buf.nbytes == 4800
+    buf.push(sized(3 * MS, 8))  # now the big one is the oldest, and is evicted
+    assert stamps(buf.snapshot()) == [3 * MS] and buf.nbytes == 192
+
+
+def test_buffer_byte_count_follows_every_eviction_kind_and_clear():
+    buf = FrameBuffer(max_frames=3, max_age_s=0.5, reset_threshold_s=1.0, max_bytes=10**6)
+    for t in (0, 100, 200, 300):  # the first goes by count
+        buf.push(sized(t * MS, 10))
+    assert len(buf) == 3 and buf.nbytes == 900 and buf.dropped_by_count == 1
+    buf.push(sized(900 * MS, 20))  # 100-300 ms are now more than 0.5 s older: gone by age
+    assert stamps(buf.snapshot()) == [900 * MS] and buf.nbytes == 1200
+    buf.push(sized(50 * MS, 10))  # 0.85 s back, under the 1 s reset threshold: late, too old
+    assert buf.nbytes == 1200
+    buf.push(sized(9 * S, 10))
+    buf.push(sized(1 * S, 10))  # 8 s back: a clock reset, the buffer restarts with it
+    assert buf.resets == 1 and stamps(buf.snapshot()) == [1 * S] and buf.nbytes == 300
+    buf.clear()
+    assert buf.nbytes == 0 and len(buf) == 0
+    assert FrameBuffer(2, 1.0).max_bytes is None  # no byte bound unless asked
+
+
 def test_buffer_bounded_by_age_relative_to_newest_stamp():
     buf = FrameBuffer(max_frames=100, max_age_s=0.5)
     for i in range(11):  # 0.0 .. 1.0 s, 100 ms apart
@@ -104,6 +148,8 @@ def test_buffer_push_is_thread_safe():
         ({"max_frames": 3, "max_age_s": 0.0}, "max_age_s"),
         ({"max_frames": 3, "max_age_s": 1.0, "reset_threshold_s": float("nan")},
          "reset_threshold_s"),
+        ({"max_frames": 3, "max_age_s": 1.0, "max_bytes": 0}, "max_bytes"),
+        ({"max_frames": 3, "max_age_s": 1.0, "max_bytes": 1.0e9}, "max_bytes"),
     ],
 )
 def test_buffer_rejects_bad_bounds(kwargs, field):

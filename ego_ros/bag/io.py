@@ -12,7 +12,11 @@ that stock ``ros2 bag info`` / ``ros2 bag play`` accept. Pixels are RGB ``uint8`
         ...
 
 The converters (:func:`image_msg_to_rgb`, :func:`compressed_msg_to_rgb`) are duck-typed on the
-message fields, so they work on ``rosbags`` message objects and on rclpy messages alike.
+message fields, so they work on ``rosbags`` message objects and on rclpy messages alike. They
+check each frame's declared size before decoding it, as the node does: a bag is a file anyone
+may hand over, and a 49 KB PNG can declare a 1.2 GB image. The limit is an
+:class:`~ego_ros.imaging.ImageLimits` (default :data:`~ego_ros.imaging.DEFAULT_LIMITS`: the
+node's default ``image.max_pixels``, 4096x4096); a frame over it is a :class:`BagError`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +48,13 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
-from ego_ros.imaging import ImageConversionError, compressed_to_rgb, raw_to_rgb
+from ego_ros.imaging import (
+    DEFAULT_LIMITS,
+    ImageConversionError,
+    ImageLimits,
+    compressed_to_rgb,
+    raw_to_rgb,
+)
 
 __all__ = [
     "COMPRESSED_IMAGE_TYPE",
@@ -52,6 +62,7 @@ __all__ = [
     "DEFAULT_TOPIC",
     "IMAGE_EXTENSIONS",
     "IMAGE_TYPE",
+    "BadFrame",
     "BagError",
     "BagFrame",
     "bag_info",
@@ -130,11 +141,11 @@ def _typestore() -> Typestore:
 # Pixel conversions (duck-typed on message fields)
 # ----------------------------------------------------------------------------------------------
 
-def image_msg_to_rgb(msg: Any) -> np.ndarray:
+def image_msg_to_rgb(msg: Any, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Pixels of a ``sensor_msgs/Image`` as RGB ``[H, W, 3] uint8`` (``ego_ros.imaging``: the
-    node's converter, so a frame decodes the same live and from a bag)."""
+    node's converter, so a frame decodes the same live and from a bag), within ``limits``."""
     try:
-        return raw_to_rgb(msg)
+        return raw_to_rgb(msg, limits=limits)
     except ImageConversionError as exc:
         raise BagError(str(exc)) from exc
 
@@ -149,10 +160,11 @@ def compressed_codec(fmt: str) -> str:
     return lowered.strip() or "unknown"
 
 
-def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
-    """Pixels of a ``sensor_msgs/CompressedImage`` (JPEG or PNG) as RGB ``[H, W, 3] uint8``."""
+def compressed_msg_to_rgb(msg: Any, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Pixels of a ``sensor_msgs/CompressedImage`` (JPEG or PNG) as RGB ``[H, W, 3] uint8``;
+    the size its header declares must be within ``limits`` (checked before decoding)."""
     try:
-        return compressed_to_rgb(msg)
+        return compressed_to_rgb(msg, limits=limits)
     except ImageConversionError as exc:
         raise BagError(str(exc)) from exc
 
@@ -361,11 +373,27 @@ def _pick_topic(reader: AnyReader, path: Path, topic: str | None) -> tuple[str, 
     return next(iter(topics.items()))
 
 
-def read_image_bag(path: Path, topic: str | None = None) -> Iterator[BagFrame]:
+@dataclass(frozen=True)
+class BadFrame:
+    """A message of an image topic that could not be read: where it is and why."""
+
+    topic: str
+    index: int  # position among the topic's messages, from 0
+    log_time_ns: int
+    stamp_ns: int | None  # header stamp, when the message itself could be deserialised
+    reason: str
+
+
+def read_image_bag(path: Path, topic: str | None = None,
+                   on_bad_frame: Callable[[BadFrame], None] | None = None,
+                   limits: ImageLimits = DEFAULT_LIMITS) -> Iterator[BagFrame]:
     """Frames of one Image or CompressedImage topic of any rosbag2 (sqlite3 or MCAP), in log order.
 
     With ``topic=None`` the bag must have exactly one image topic; otherwise the error lists the
-    candidates. Frames are decoded lazily, one at a time, so long bags stream.
+    candidates. Frames are decoded lazily, one at a time, so long bags stream. A message that
+    cannot be deserialised or decoded raises :class:`BagError`, or, with ``on_bad_frame``, is
+    handed to it as a :class:`BadFrame` and skipped. A frame whose declared size is outside
+    ``limits`` is refused before it is decoded.
     """
     path = Path(path)
     reader = _open_reader(path)
@@ -373,14 +401,28 @@ def read_image_bag(path: Path, topic: str | None = None) -> Iterator[BagFrame]:
         with reader:
             name, msgtype = _pick_topic(reader, path, topic)
             conns = [c for c in reader.connections if c.topic == name]
-            for conn, log_time, raw in reader.messages(connections=conns):
-                msg: Any = reader.deserialize(raw, conn.msgtype)
-                if msgtype == COMPRESSED_IMAGE_TYPE:
-                    rgb = compressed_msg_to_rgb(msg)
-                    encoding = compressed_codec(str(msg.format))
-                else:
-                    rgb = image_msg_to_rgb(msg)
-                    encoding = str(msg.encoding)
+            for index, (conn, log_time, raw) in enumerate(reader.messages(connections=conns)):
+                msg: Any = None
+                try:
+                    msg = reader.deserialize(raw, conn.msgtype)
+                    if msgtype == COMPRESSED_IMAGE_TYPE:
+                        rgb = compressed_msg_to_rgb(msg, limits)
+                        encoding = compressed_codec(str(msg.format))
+                    else:
+                        rgb = image_msg_to_rgb(msg, limits)
+                        encoding = str(msg.encoding)
+                except Exception as exc:  # any defect of one message: CDR, pixels, codec
+                    if on_bad_frame is None:
+                        raise BagError(f"{path}: message {index} on {name} cannot be read: "
+                                       f"{exc if isinstance(exc, BagError) else repr(exc)}"
+                                       ) from exc
+                    header = getattr(msg, "header", None)
+                    stamp_ns = (int(header.stamp.sec) * _NS + int(header.stamp.nanosec)
+                                if header is not None else None)
+                    reason = str(exc) if isinstance(exc, BagError) else (
+                        f"{type(exc).__name__}: {exc}")
+                    on_bad_frame(BadFrame(name, index, int(log_time), stamp_ns, reason))
+                    continue
                 stamp = msg.header.stamp
                 yield BagFrame(
                     rgb=rgb,

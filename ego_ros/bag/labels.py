@@ -8,14 +8,21 @@ self-contained (copy it to the robot, and teaching and scoring need nothing else
   (``<stem>`` from :func:`ego_ros.core.names.concept_file_stem`, safe for any name) or the index
   of a frame of the bag's topic.
 - ``frames``: per labelled frame (keyed by header stamp, in bag order) the concepts visible in
-  it, optionally with pixel boxes.
-- ``vqa``: questions about a named concept in a frame; multiple-choice when ``options`` is set
-  (``answer`` is then an option letter), free-form otherwise.
+  it, optionally with pixel boxes, and the dataset's test ``group`` of the frame with the
+  concept that group names (``target``: This-Is-My's "Negative (Hard)" frames are hard
+  negatives *for* one concept), so precision can be reported per kind of negative.
+- ``vqa``: questions about one or more named concepts in a frame; multiple-choice when
+  ``options`` is set (``answer`` is then an option letter), free-form otherwise.
+- ``text_qa``: questions about concepts with no image (Yo'LLaVA's text-only QA).
 - ``captions``: reference captions of a frame.
 - ``source``: where it came from (dataset, seed, number of references, anything else).
+- ``split``: how the reference views were chosen and their dataset file names, so the split
+  can be checked and reproduced without the code that made it.
 
 The JSON carries ``"format": "ego_labels"`` and ``"version"``; loading validates everything and
-names the offending field. Saving is atomic (temporary file + rename).
+names the offending field. Saving is atomic (temporary file + rename). Version 2 added
+``vqa[].concepts`` (version 1 had one ``concept``), ``frames[].group/target``, ``text_qa``
+and ``split``; version 1 files still load.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ __all__ = [
     "LABELS_FILE",
     "LABELS_FORMAT",
     "LABELS_VERSION",
+    "READABLE_VERSIONS",
     "REFS_DIR",
     "BagLabels",
     "Box",
@@ -48,6 +56,8 @@ __all__ = [
     "LabelsError",
     "RefView",
     "SourceInfo",
+    "SplitInfo",
+    "TextQaItem",
     "VqaItem",
     "copy_reference",
     "has_labels",
@@ -64,7 +74,8 @@ logger = logging.getLogger(__name__)
 LABELS_FILE = "ego_labels.json"
 REFS_DIR = "ego_refs"
 LABELS_FORMAT = "ego_labels"
-LABELS_VERSION = 1
+LABELS_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # what load_labels accepts; saving always writes LABELS_VERSION
 
 
 class LabelsError(ValueError):
@@ -148,11 +159,17 @@ class FrameLabel:
     concepts: tuple[str, ...]
     boxes: tuple[Box, ...] = ()
     source: str = ""  # e.g. the dataset photo the frame was made from
+    group: str = ""  # the dataset's test group ("positive", "negative-hard", ...); "" if none
+    target: str = ""  # the concept the group is about (a hard negative *for* it); "" if none
 
     def __post_init__(self) -> None:
         _require(
             _is_int(self.stamp_ns) and self.stamp_ns >= 0,
             f"frame stamp_ns must be an int >= 0, got {self.stamp_ns!r}",
+        )
+        _require(
+            not self.target or bool(self.group),
+            f"frame {self.stamp_ns} has target {self.target!r} but no group",
         )
         _require(
             len(set(self.concepts)) == len(self.concepts),
@@ -166,12 +183,37 @@ class FrameLabel:
             )
 
 
+def _check_question(item: VqaItem | TextQaItem, where: str) -> None:
+    """Shared checks of a question: text, answer, options, concepts (set ``concepts``)."""
+    concepts = tuple(item.concepts) or ((item.concept,) if item.concept else ())
+    _require(len(concepts) > 0, f"{where} names no concept")
+    _require(
+        not item.concept or item.concept == concepts[0],
+        f"{where}: concept {item.concept!r} is not the first of concepts {list(concepts)}",
+    )
+    _require(len(set(concepts)) == len(concepts), f"{where} lists a concept twice: {concepts}")
+    object.__setattr__(item, "concepts", concepts)
+    object.__setattr__(item, "concept", concepts[0])
+    _require(bool(item.question.strip()), f"{where} has an empty question")
+    _require(bool(item.answer.strip()), f"{where} has an empty answer")
+    if item.options is not None:
+        _require(len(item.options) >= 2, f"{where} has {len(item.options)} options; need >= 2")
+        _require(
+            item.answer in item.options,
+            f"{where}: answer {item.answer!r} is not one of the option letters "
+            f"{sorted(item.options)}",
+        )
+
+
 @dataclass(frozen=True)
 class VqaItem:
-    """A question about a named concept in a frame.
+    """A question about one or more named concepts in a frame.
 
     With ``options`` (letter -> text) it is multiple choice and ``answer`` is a letter; without,
-    ``answer`` is a free-form reference answer (as in MyVLM's LLaVA data).
+    ``answer`` is a free-form reference answer (as in MyVLM's LLaVA data). ``concepts`` names
+    every concept the question is about (a pair for multi-concept VQA); give either it or
+    ``concept``: ``concept`` is always ``concepts[0]``, the only one for single-concept items.
+    ``source`` names the dataset file the question came from.
     """
 
     stamp_ns: int
@@ -179,20 +221,30 @@ class VqaItem:
     question: str
     answer: str
     options: Mapping[str, str] | None = None
+    concepts: tuple[str, ...] = ()
+    source: str = ""
 
     def __post_init__(self) -> None:
-        _require(bool(self.question.strip()), f"VQA item at {self.stamp_ns} has an empty question")
-        _require(bool(self.answer.strip()), f"VQA item at {self.stamp_ns} has an empty answer")
-        if self.options is not None:
-            _require(
-                len(self.options) >= 2,
-                f"VQA item at {self.stamp_ns} has {len(self.options)} options; need >= 2",
-            )
-            _require(
-                self.answer in self.options,
-                f"VQA answer {self.answer!r} at {self.stamp_ns} is not one of the option letters "
-                f"{sorted(self.options)}",
-            )
+        _check_question(self, f"VQA item at {self.stamp_ns}")
+
+    @property
+    def multiple_choice(self) -> bool:
+        return self.options is not None
+
+
+@dataclass(frozen=True)
+class TextQaItem:
+    """A question about named concepts asked without any image (Yo'LLaVA's text-only QA)."""
+
+    concept: str
+    question: str
+    answer: str
+    options: Mapping[str, str] | None = None
+    concepts: tuple[str, ...] = ()
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        _check_question(self, f"text-only question {self.question[:40]!r}")
 
     @property
     def multiple_choice(self) -> bool:
@@ -221,6 +273,23 @@ class SourceInfo:
 
 
 @dataclass(frozen=True)
+class SplitInfo:
+    """How the reference views were chosen: the rule, and per concept the dataset files chosen
+    (paths relative to the dataset root, as in ``frames[].source``)."""
+
+    rule: str
+    views: int
+    references: Mapping[str, tuple[str, ...]]
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(_is_int(self.views) and self.views >= 1, f"split views must be >= 1: {self.views}")
+        object.__setattr__(
+            self, "references", {k: tuple(v) for k, v in dict(self.references).items()}
+        )
+
+
+@dataclass(frozen=True)
 class BagLabels:
     """All ground truth of one bag (the contents of ``ego_labels.json``), validated together."""
 
@@ -231,12 +300,14 @@ class BagLabels:
     vqa: tuple[VqaItem, ...] = ()
     captions: tuple[CaptionLabel, ...] = ()
     version: int = LABELS_VERSION
+    text_qa: tuple[TextQaItem, ...] = ()
+    split: SplitInfo | None = None
 
     def __post_init__(self) -> None:
         _require(
             self.version == LABELS_VERSION,
-            f"labels version {self.version!r} is not supported (this ego_ros reads version "
-            f"{LABELS_VERSION}); regenerate the bag's labels with this version",
+            f"labels version {self.version!r} is not supported (this ego_ros reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}); regenerate the bag's labels",
         )
         _require(self.topic.startswith("/"), f"labels topic must start with '/': {self.topic!r}")
         names = [c.name for c in self.concepts]
@@ -252,11 +323,21 @@ class BagLabels:
                 f"frame {frame.stamp_ns} names concepts {sorted(unknown)} that are not in "
                 f"concepts ({sorted(known)})",
             )
+            _require(
+                not frame.target or frame.target in known,
+                f"frame {frame.stamp_ns} has target {frame.target!r}, not one of the concepts",
+            )
+        for item in (*self.vqa, *self.text_qa):
+            unknown = [c for c in item.concepts if c not in known]
+            _require(not unknown, f"question {item.question[:40]!r} names unknown concepts "
+                                  f"{unknown}")
         for item in self.vqa:
-            _require(item.concept in known, f"VQA item names unknown concept {item.concept!r}")
             _require(
                 item.stamp_ns in stamp_set, f"VQA item stamp {item.stamp_ns} is not a frame stamp"
             )
+        if self.split is not None:
+            unknown = sorted(set(self.split.references) - known)
+            _require(not unknown, f"split names unknown concepts {unknown}")
         for cap in self.captions:
             _require(
                 cap.stamp_ns in stamp_set, f"caption stamp {cap.stamp_ns} is not a frame stamp"
@@ -276,172 +357,18 @@ class BagLabels:
         return {f.stamp_ns: f for f in self.frames}
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON document (plain dicts/lists, stable key order)."""
-        return {
-            "format": LABELS_FORMAT,
-            "version": self.version,
-            "topic": self.topic,
-            "source": {
-                "dataset": self.source.dataset,
-                "seed": self.source.seed,
-                "refs": self.source.refs,
-                "details": dict(self.source.details),
-            },
-            "concepts": {
-                c.name: {
-                    "description": c.description,
-                    "refs": [_ref_to_dict(r) for r in c.refs],
-                }
-                for c in self.concepts
-            },
-            "frames": [
-                {
-                    "stamp_ns": int(f.stamp_ns),
-                    "concepts": list(f.concepts),
-                    "boxes": [{"concept": b.concept, "xyxy": list(b.xyxy)} for b in f.boxes],
-                    "source": f.source,
-                }
-                for f in self.frames
-            ],
-            "vqa": [
-                {
-                    "stamp_ns": int(q.stamp_ns),
-                    "concept": q.concept,
-                    "question": q.question,
-                    "options": dict(q.options) if q.options is not None else None,
-                    "answer": q.answer,
-                }
-                for q in self.vqa
-            ],
-            "captions": [
-                {"stamp_ns": int(c.stamp_ns), "captions": list(c.captions)} for c in self.captions
-            ],
-        }
+        """The JSON document (plain dicts/lists, stable key order, the current version)."""
+        from ego_ros.bag.labels_json import labels_to_dict
+
+        return labels_to_dict(self)
 
     @classmethod
     def from_dict(cls, doc: Any) -> BagLabels:
-        """Parse and validate a JSON document; errors name the field (``frames[3].stamp_ns``)."""
-        _require(isinstance(doc, dict), "labels must be a JSON object")
-        _require(
-            doc.get("format") == LABELS_FORMAT,
-            f"not an ego labels file (format is {doc.get('format')!r}, expected {LABELS_FORMAT!r})",
-        )
-        try:
-            source = _get(doc, "source", dict, "")
-            concepts = _get(doc, "concepts", dict, "")
-            return cls(
-                version=_get(doc, "version", int, ""),
-                topic=_get(doc, "topic", str, ""),
-                source=SourceInfo(
-                    dataset=_get(source, "dataset", str, "source"),
-                    seed=_opt(source, "seed", int, "source"),
-                    refs=_opt(source, "refs", int, "source"),
-                    details=_opt(source, "details", dict, "source") or {},
-                ),
-                concepts=tuple(
-                    ConceptLabel(
-                        name=name,
-                        description=_opt(c, "description", str, f"concepts.{name}") or "",
-                        refs=tuple(
-                            _ref_from_dict(r, f"concepts.{name}.refs[{i}]")
-                            for i, r in enumerate(_get(c, "refs", list, f"concepts.{name}"))
-                        ),
-                    )
-                    for name, c in concepts.items()
-                ),
-                frames=tuple(
-                    _frame_from_dict(f, f"frames[{i}]")
-                    for i, f in enumerate(_get(doc, "frames", list, ""))
-                ),
-                vqa=tuple(
-                    _vqa_from_dict(q, f"vqa[{i}]")
-                    for i, q in enumerate(_opt(doc, "vqa", list, "") or [])
-                ),
-                captions=tuple(
-                    CaptionLabel(
-                        stamp_ns=_get(c, "stamp_ns", int, f"captions[{i}]"),
-                        captions=tuple(_str_list(c, "captions", f"captions[{i}]")),
-                    )
-                    for i, c in enumerate(_opt(doc, "captions", list, "") or [])
-                ),
-            )
-        except (TypeError, AttributeError) as exc:
-            raise LabelsError(f"malformed labels: {exc}") from exc
+        """Parse and validate a JSON document of any readable version; errors name the field
+        (``frames[3].stamp_ns``)."""
+        from ego_ros.bag.labels_json import labels_from_dict
 
-
-def _where(ctx: str, key: str) -> str:
-    return f"{ctx}.{key}" if ctx else key
-
-
-def _get(obj: Any, key: str, typ: type, ctx: str) -> Any:
-    _require(isinstance(obj, dict), f"{ctx or 'labels'} must be a JSON object")
-    _require(key in obj, f"labels field {_where(ctx, key)} is missing")
-    value = obj[key]
-    ok = _is_int(value) if typ is int else isinstance(value, typ)
-    _require(
-        ok,
-        f"labels field {_where(ctx, key)} must be {typ.__name__}, got "
-        f"{type(value).__name__} {value!r:.60}",
-    )
-    return value
-
-
-def _opt(obj: Any, key: str, typ: type, ctx: str) -> Any:
-    if not isinstance(obj, dict) or obj.get(key) is None:
-        return None
-    return _get(obj, key, typ, ctx)
-
-
-def _str_list(obj: Any, key: str, ctx: str) -> list[str]:
-    values = _get(obj, key, list, ctx)
-    for i, v in enumerate(values):
-        _require(isinstance(v, str), f"labels field {_where(ctx, key)}[{i}] must be a string")
-    return values
-
-
-def _ref_to_dict(ref: RefView) -> dict[str, Any]:
-    out: dict[str, Any] = {"file": ref.file} if ref.file is not None else {"index": ref.index}
-    out["source"] = ref.source
-    return out
-
-
-def _ref_from_dict(obj: Any, ctx: str) -> RefView:
-    return RefView(
-        file=_opt(obj, "file", str, ctx),
-        index=_opt(obj, "index", int, ctx),
-        source=_opt(obj, "source", str, ctx) or "",
-    )
-
-
-def _frame_from_dict(obj: Any, ctx: str) -> FrameLabel:
-    boxes = []
-    for j, b in enumerate(_opt(obj, "boxes", list, ctx) or []):
-        xyxy = _get(b, "xyxy", list, f"{ctx}.boxes[{j}]")
-        _require(
-            len(xyxy) == 4 and all(isinstance(v, (int, float)) for v in xyxy),
-            f"labels field {ctx}.boxes[{j}].xyxy must be 4 numbers, got {xyxy!r}",
-        )
-        boxes.append(Box(concept=_get(b, "concept", str, f"{ctx}.boxes[{j}]"), xyxy=tuple(xyxy)))
-    return FrameLabel(
-        stamp_ns=_get(obj, "stamp_ns", int, ctx),
-        concepts=tuple(_str_list(obj, "concepts", ctx)),
-        boxes=tuple(boxes),
-        source=_opt(obj, "source", str, ctx) or "",
-    )
-
-
-def _vqa_from_dict(obj: Any, ctx: str) -> VqaItem:
-    options = _opt(obj, "options", dict, ctx)
-    if options is not None:
-        for letter, text in options.items():
-            _require(isinstance(text, str), f"labels field {ctx}.options.{letter} must be a string")
-    return VqaItem(
-        stamp_ns=_get(obj, "stamp_ns", int, ctx),
-        concept=_get(obj, "concept", str, ctx),
-        question=_get(obj, "question", str, ctx),
-        answer=_get(obj, "answer", str, ctx),
-        options=options,
-    )
+        return labels_from_dict(doc)
 
 
 # ----------------------------------------------------------------------------------------------

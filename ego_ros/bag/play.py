@@ -31,15 +31,20 @@ from typing import Any
 
 from rosbags.highlevel import AnyReader, AnyReaderError
 
-from ego_ros.bag.io import BagError, bag_info
+from ego_ros.bag.io import COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, BagError, bag_info
 
-__all__ = ["PlayConfig", "PlayError", "PlayStats", "play_bag"]
+__all__ = ["MESSAGE_TYPES", "PlayConfig", "PlayError", "PlayStats", "play_bag"]
 
 logger = logging.getLogger(__name__)
 
 _NS = 1_000_000_000
 _CLOCK_TOPIC = "/clock"
 _CLOCK_TYPE = "rosgraph_msgs/msg/Clock"
+# What play publishes: bag type string -> (rclpy module, class). Nothing else is played.
+MESSAGE_TYPES: dict[str, tuple[str, str]] = {
+    IMAGE_TYPE: ("sensor_msgs.msg", "Image"),
+    COMPRESSED_IMAGE_TYPE: ("sensor_msgs.msg", "CompressedImage"),
+}
 
 
 class PlayError(RuntimeError):
@@ -53,7 +58,8 @@ class PlayConfig:
     rate: playback speed factor (2.0 = twice as fast).
     loop: start over at the end, until stopped.
     clock: publish the bag's time on /clock (rosgraph_msgs/Clock) at ``clock_hz``.
-    topic: the topic to play; None plays the bag's only Image/CompressedImage topic.
+    topic: the topic to play; None plays the bag's only Image/CompressedImage topic. Only
+        those two types are played (:data:`MESSAGE_TYPES`); any other is refused.
     wait_subscribers: before the first message, wait until this many subscriptions match
         (up to ``wait_timeout_s``), so that nothing is published into the void.
     node_name: name of the player's ROS node.
@@ -96,15 +102,24 @@ class PlayStats:
 
 
 def _message_class(msgtype: str) -> Any:
-    """The rclpy message class of ``pkg/msg/Name``, or a PlayError naming what to install."""
+    """The rclpy class of one of :data:`MESSAGE_TYPES`, or a PlayError.
+
+    A bag's type strings are data: they are looked up in the fixed table and never name a
+    module to import, so a bag that claims ``os/msg/system`` runs nothing and imports nothing.
+    """
+    if msgtype not in MESSAGE_TYPES:
+        raise PlayError(
+            f"bag play publishes only {', '.join(sorted(MESSAGE_TYPES))}; this topic's type "
+            f"{msgtype[:200]!r} is not one of them (choose an image topic with --topic, or "
+            "play the bag with ros2 bag play)"
+        )
+    module, name = MESSAGE_TYPES[msgtype]
     try:
-        package, kind, name = msgtype.split("/")
-        return getattr(importlib.import_module(f"{package}.{kind}"), name)
-    except (ValueError, ImportError, AttributeError) as exc:
-        pip_name = "ros-jazzy-" + msgtype.split("/")[0].replace("_", "-")
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
         raise PlayError(
             f"cannot load the ROS message type {msgtype} in this Python ({exc}); install its "
-            f"package (PyPI wheels: pip install {pip_name})"
+            "package (PyPI wheels: pip install ros-jazzy-sensor-msgs)"
         ) from exc
 
 

@@ -33,6 +33,10 @@ def add_model_options(parser: argparse.ArgumentParser, required: bool = True) ->
     parser.add_argument("--max-image-tokens", type=int, default=None, metavar="N",
                         help="cap on one image's visual tokens (Qwen2.5-VL's dynamic "
                              "resolution); default: the checkpoint's own limit")
+    parser.add_argument("--allow-pickle-weights", action="store_true",
+                        help="load a folder that has only pickled .bin weights (unpickling can "
+                             "run code from the file: only for checkpoints you trust); "
+                             "default: safetensors weights only")
 
 
 def add_store_option(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +61,8 @@ def backend_config(args: argparse.Namespace) -> Any:
     path = check_model_dir(args.model)
     try:
         return BackendConfig(path, family=args.family, dtype=args.dtype, device=args.device,
-                             max_image_tokens=getattr(args, "max_image_tokens", None))
+                             max_image_tokens=getattr(args, "max_image_tokens", None),
+                             allow_pickle_weights=getattr(args, "allow_pickle_weights", False))
     except ValueError as exc:
         raise CliError(str(exc)) from exc
 

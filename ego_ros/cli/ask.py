@@ -10,6 +10,10 @@ The stored concepts' memories are put in the model's context (narrowed down to
 model is asked for the letter, and the output gets "choice" (the letter read from the answer,
 or null).
 
+Limits (ego_ros.core.limits): a question of at most 1000 characters, at most 10 options of
+200 characters each, and 1024 tokens for the question and its options together; text holding
+one of the model's special tokens is refused. A refusal exits with status 2.
+
 Without --clip each IMG is a separate query and gets its own output line (JSON Lines), in the
 order given; with --clip the images, in order, are one clip and one object is printed. Each
 object: images, answer, concepts (the stored names the answer mentions), considered (the
@@ -44,8 +48,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Answer the question for each query and print one JSON object per query."""
+    from ego_ros.core import limits
+
     if not args.question.strip():
         raise CliError("--question is empty; ask something, e.g. --question 'Where is my mug?'")
+    try:  # before the model loads: a huge question costs a comparison, not minutes
+        limits.check_question(args.question)
+    except ValueError as exc:
+        raise CliError(f"--question: {exc}") from None
     options = _options(args.option)
     paths, concepts = check_query_args(args)
     engine = open_engine(args)
@@ -63,9 +73,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _options(items: list[str]) -> dict[str, str] | None:
     """``["A=on the table", "B=on the floor"]`` -> ``{"A": ..., "B": ...}``; None when empty."""
+    from ego_ros.core.limits import check_options
     from ego_ros.core.parsing import parse_options
 
     try:
+        check_options(items)
         return parse_options(items)
     except ValueError as exc:
         raise CliError(f"--option: {exc}") from None

@@ -8,9 +8,10 @@ Subcommands:
 
   from-images DIR... --out BAG   image files (jpg/png/bmp, natural order) as a camera stream
   from-video FILE --out BAG      a video file's frames (OpenCV), optionally resampled (--fps)
-  from-dataset DATA --out BAG    a personalization dataset (--layout myvlm) as query frames plus
-                                 ground truth: --refs photos per concept become reference views,
-                                 split deterministically by --seed, never among the queries
+  from-dataset DATA --out BAG    a personalization dataset (--layout myvlm|yollava|this-is-my|
+                                 rap-multi) as query frames plus ground truth: --views images
+                                 per concept become reference views (fixed split, file names
+                                 recorded in the labels), never among the queries
   synthetic --out BAG            a generated camera stream over three known objects, with
                                  per-frame ground truth (no dataset needed)
   info BAG                       topics, counts, duration and ground truth, as JSON
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,39 @@ from ego_ros.cli.common import CliError, print_json
 
 DEFAULT_TOPIC = "/camera/image_raw"  # ego_ros.bag.io.DEFAULT_TOPIC (kept light for --help)
 STORAGES = ("sqlite3", "mcap")
+LAYOUTS = ("myvlm", "yollava", "this-is-my", "rap-multi")  # ego_ros.bag.importers.LAYOUTS
+
+FROM_DATASET_HELP = """\
+A personalization dataset -> a camera bag of its query images with ground truth
+(BAG/ego_labels.json, reference views in BAG/ego_refs/), for `ego-ros eval`.
+
+  ego-ros bag from-dataset ~/data/myvlm --layout myvlm --views 5 --out /tmp/myvlm_5
+  ego-ros bag from-dataset ~/YoLLaVA --layout yollava --views 1 --out /tmp/yollava_1
+  ego-ros bag from-dataset ~/This-is-My-Img --layout this-is-my --part multi --views 5 \\
+      --out /tmp/tim_multi_5
+  ego-ros bag from-dataset ~/RAP-MLLM/data --layout rap-multi --views 1 \\
+      --references ~/rap_concepts --out /tmp/rap_multi_1
+
+Layouts (datasets/LAYOUTS.md has the facts each follows):
+  myvlm       <concept>/*.jpg with captions(_augmented).json and additional_llava_vqa_data.json
+              (free-form VQA). No split of its own: references by the seeded rule, every other
+              photo a query, positive for its concept and negative for all others.
+  yollava     yollava-data/{train,test}/<concept>/*.png: references from train, queries are the
+              test images; A/B VQA from yollava-data/yollava-visual-qa.json (<sks> -> the name;
+              the known-wrong brown-duck/0.png label corrected unless --keep-known-errors);
+              text-only QA (RAP's file, key "option") kept in the labels as text_qa.
+  this-is-my  --part single: Single-concept/train/<concept> references, test/<group>/<label>-*/
+              queries with their group (Positive, Fake, Negative (Hard), Negative (Other))
+              recorded per frame; --part multi: Multi-concept/test/<A>_and_<B>/ pairs; A/B and
+              open-ended VQA from *visual-qa*.json (and Multi-concept/VQA/*.json).
+  rap-multi   query-image-2-concepts/<A>_and_<B>/*.jpg and its pair index; reference views from
+              --references (RAP keeps one per concept: --views 1).
+
+The split is fixed: per concept, the candidate files are ranked by
+sha256("ego-views/v1/<seed>/<concept>/<file name>") and the first N taken, so the same files
+give the same split anywhere; the labels record the rule and every chosen file name
+(`split`), and --split-from reuses them. Datasets with their own train/test split keep it.
+"""
 
 
 def _positive(kind: type, allow_zero: bool = False) -> Any:
@@ -94,13 +129,38 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="shrink frames so the longer side is at most PX")
     p.set_defaults(func=_from_video)
 
-    p = bag_sub.add_parser("from-dataset", help="personalization dataset -> bag + ground truth")
+    p = bag_sub.add_parser("from-dataset", help="personalization dataset -> bag + ground truth",
+                           description=FROM_DATASET_HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", type=Path, metavar="DATA", help="dataset root folder")
-    p.add_argument("--layout", default="myvlm", choices=("myvlm",),
-                   help="dataset layout (default: %(default)s)")
-    p.add_argument("--refs", type=_positive(int), required=True, metavar="N",
-                   help="reference views per concept (the paper uses 1 or 5)")
-    p.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
+    p.add_argument("--layout", default="myvlm", choices=LAYOUTS,
+                   help="dataset layout (default: %(default)s; see above)")
+    split = p.add_mutually_exclusive_group(required=True)
+    split.add_argument("--views", "--refs", dest="views", type=_positive(int), metavar="N",
+                       help="reference views per concept, chosen by the seeded rule (the paper "
+                            "uses 1 or 5)")
+    split.add_argument("--split-from", type=Path, metavar="BAG",
+                       help="reuse the reference views recorded in another bag's labels (a bag "
+                            "folder or ego_labels.json)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="split and playing-order seed (default: 0)")
+    p.add_argument("--vqa", type=Path, action="append", metavar="FILE",
+                   help="question file(s) instead of the layout's own (yollava: one A/B visual "
+                        "QA file; this-is-my: any number); repeatable")
+    p.add_argument("--text-qa", type=Path, metavar="FILE",
+                   help="yollava: RAP's text-only QA file (default: yollava-text-only-qa.json "
+                        "beside the data when present)")
+    p.add_argument("--keep-known-errors", dest="fix_known_errors", action="store_false",
+                   help="yollava: keep the one published VQA label known to be wrong "
+                        "(brown-duck/0.png) as published")
+    p.add_argument("--part", choices=("single", "multi"), default="single",
+                   help="this-is-my: Single-concept or Multi-concept (default: %(default)s)")
+    p.add_argument("--references", type=Path, metavar="DIR",
+                   help="rap-multi (required): reference images, one folder per concept or "
+                        "RAP's database.json")
+    p.add_argument("--index", type=Path, metavar="FILE",
+                   help="rap-multi: the pair index (default: a JSON beside the pair folders "
+                        "whose keys name query-image-2-concepts/ images)")
     p.add_argument("--fps", type=_positive(float), default=2.0,
                    help="rate the query photos are played at (default: %(default)s)")
     p.add_argument("--max-side", type=_positive(int), default=640, metavar="PX",
@@ -134,7 +194,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="publish the bag's time on /clock (for use_sim_time nodes)")
     p.add_argument("--clock-hz", type=_positive(float), default=40.0,
                    help="/clock rate with --clock (default: %(default)s)")
-    p.add_argument("--topic", help="topic to play (default: the bag's only image topic)")
+    p.add_argument("--topic", help="Image or CompressedImage topic to play (default: the "
+                                   "bag's only image topic); other types are refused")
     p.add_argument("--wait-subscribers", type=_positive(int, allow_zero=True), default=0,
                    metavar="N",
                    help="wait until N subscribers are connected before playing (default: 0)")
@@ -151,7 +212,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "fix your input", turned into a message without a traceback."""
-    from ego_ros.bag.dataset import DatasetError
+    from ego_ros.bag.importers import DatasetError
     from ego_ros.bag.io import BagError
     from ego_ros.bag.labels import LabelsError
 
@@ -218,18 +279,26 @@ def _labels_summary(labels: Any) -> dict:
         "labelled_frames": len(labels.frames),
         "frames_with_concepts": sum(1 for f in labels.frames if f.concepts),
         "vqa": len(labels.vqa),
+        "multi_concept_vqa": sum(1 for q in labels.vqa if len(q.concepts) > 1),
+        "text_qa": len(labels.text_qa),
         "captions": len(labels.captions),
+        "groups": dict(sorted(Counter(f.group for f in labels.frames if f.group).items())),
+        "split": None if labels.split is None else labels.split.rule,
     }
 
 
 def _from_dataset(args: argparse.Namespace) -> int:
-    from ego_ros.bag.dataset import bag_from_dataset
+    from ego_ros.bag.importers import bag_from_dataset
 
     try:
-        labels = bag_from_dataset(args.data, args.out, layout=args.layout, refs=args.refs,
-                                  seed=args.seed, fps=args.fps, compressed=args.compressed,
-                                  max_side=args.max_side, topic=args.topic,
-                                  storage=args.storage, frame_id=args.frame_id)
+        labels = bag_from_dataset(args.data, args.out, layout=args.layout, views=args.views,
+                                  seed=args.seed, split_from=args.split_from, vqa=args.vqa,
+                                  text_qa=args.text_qa, part=args.part,
+                                  references=args.references, index=args.index,
+                                  fix_known_errors=args.fix_known_errors, fps=args.fps,
+                                  compressed=args.compressed, max_side=args.max_side,
+                                  topic=args.topic, storage=args.storage,
+                                  frame_id=args.frame_id)
     except _user_errors() as exc:
         raise CliError(_describe(exc)) from exc
     print_json(_written(args.out, len(labels.frames), args.topic, args.compressed,

@@ -14,6 +14,10 @@ a store its own model refuses after a config change (a transformers upgrade can 
 which changes the fingerprint's config hash): it re-labels the memories as DIR's, after you
 vouch the weights are the same; memories of another family or width are never re-labelled.
 Each action prints one JSON object on stdout.
+
+``list`` puts a concept whose manifest entry is malformed under ``skipped``, with what is wrong
+(the field) and the fix; ``forget`` removes any stored concept, a malformed, corrupt or other
+model's one included, with its file.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ def _errors() -> tuple[type[BaseException], ...]:
 def run_list(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
-        infos = store.infos()
+        infos, damaged = store.infos(), store.damaged()
     except _errors() as exc:
         raise CliError(str(exc)) from exc
     print_json({
@@ -96,6 +100,7 @@ def run_list(args: argparse.Namespace) -> int:
             "keywords": i.keywords,
             "created": _iso(i.created),
         } for i in infos],
+        "skipped": [s.to_dict() for s in damaged],
     })
     return 0
 

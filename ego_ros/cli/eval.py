@@ -8,6 +8,16 @@ synthetic`` or ``ego-ros bag from-dataset``). Each concept is taught from its re
 of --clip-frames frames) is asked about every concept, VQA questions are asked on their frames
 and captions written for the frames with reference captions.
 
+--protocol says which memories are in context for each question: paper (the default, Ego
+§4.1): each recognition and VQA question with its own concept's memory alone, each
+multi-concept question with its group's, captions with all the bag's concepts (retrieval above
+--max-in-context); robot: every known concept for every question, as ego_node (retrieval above
+--max-in-context). --memory runs ablation baselines on the same queries (paper §4.5 and its
+appendix), each taught into its own store (OUT/store-NAME; ego: OUT/store or --store):
+
+    ego-ros eval --bag /tmp/bag --model DIR --out /tmp/abl --protocol paper,robot \
+        --memory ego,uniform,full,full+keywords,keywords,fixed-k,description,reference-images
+
 --mode offline (default) sends the bag's frames straight to the model in this process:
 deterministic and as fast as the model allows. --mode live plays the bag into the ROS node in
 real time and scores what it publishes (needs the node's live evaluation module), asking
@@ -38,10 +48,20 @@ from ego_ros.cli.common import CliError, print_json
 TASKS = ("recognition", "vqa", "caption")  # ego_ros.eval.offline.TASKS (checked by the tests)
 EVAL_MODES = ("offline", "live")
 RECOGNITION_MODES = ("per-concept", "joint")
+# ego_ros.eval.protocols.PROTOCOLS and ego_ros.core.strategies.STRATEGIES (checked by the
+# tests; named here so that --help and argument errors need no torch import)
+PROTOCOLS = ("paper", "robot")
+STRATEGIES = ("ego", "uniform", "full", "full+keywords", "keywords", "fixed-k", "description",
+              "reference-images")
 LIVE_MODULE = "ego_ros.eval.live"
 # What a previous run leaves in OUT; --overwrite removes exactly these.
 _REPORT_FILES = ("report.json", "report.md", "predictions.jsonl",
                  "per_concept_precision_recall.png", "pr_curves.png", "latency.png")
+
+
+def _store_name(strategy: str) -> str:
+    """OUT's store folder of a memory strategy (ego's is OUT/store, or --store)."""
+    return "store" if strategy == "ego" else f"store-{strategy}"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -67,13 +87,23 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--refs", type=int, metavar="N",
                         help="reference views taught per concept (default: all in the bag)")
     parser.add_argument("--store", type=Path, metavar="DIR",
-                        help="concept store to teach into (default: OUT/store, made fresh); "
-                             "memories of the bag's concepts there are replaced")
+                        help="concept store to teach the ego memories into (default: "
+                             "OUT/store, made fresh); memories of the bag's concepts there are "
+                             "replaced; other --memory strategies always use OUT/store-NAME")
     parser.add_argument("--clip-frames", type=int, default=1, metavar="N",
                         help="frames per recognition query; N > 1 queries clips of N "
                              "consecutive labelled frames (default: %(default)s)")
     parser.add_argument("--tasks", default=",".join(TASKS), metavar="LIST",
                         help="comma-separated subset of %(default)s")
+    parser.add_argument("--protocol", metavar="LIST",
+                        help="comma-separated protocols, each reported: paper (each question "
+                             "with its own concept's memory alone) and/or robot (every concept "
+                             "in context, as the node) (default: paper offline, robot live, "
+                             "the only one live mode runs)")
+    parser.add_argument("--memory", default="ego", metavar="LIST",
+                        help="comma-separated memory strategies, each scored on the same "
+                             f"queries: {', '.join(STRATEGIES)} (default: %(default)s; live "
+                             "mode: ego only)")
     parser.add_argument("--recognition-mode", default="per-concept", choices=RECOGNITION_MODES,
                         help="per-concept: one scored yes/no per concept (the paper's "
                              "protocol); joint: one question for all (default: %(default)s)")
@@ -83,7 +113,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--max-in-context", type=int, metavar="N",
                         help="most concepts in one context; more are narrowed down by "
                              "similarity to the query, and those left out count as not "
-                             "recognised (default: all the bag's concepts, no narrowing)")
+                             "recognised (default: the node's, 10)")
     parser.add_argument("--max-frames", type=int, metavar="N",
                         help="evaluate only the first N labelled frames (a quick look)")
     parser.add_argument("--overwrite", action="store_true",
@@ -93,8 +123,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+def _names(text: str, known: tuple[str, ...], option: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise CliError(f"{option} must be a comma-separated subset of {','.join(known)}, got "
+                       f"{text!r}")
+    return names
+
+
 def _check_args(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Everything checkable before torch is imported; returns (labels, EvalConfig)."""
+    """Everything checkable before torch is imported; returns (labels, EvalConfig); sets
+    ``args.protocols`` and ``args.memories``."""
     from ego_ros.bag.labels import LabelsError, load_labels
     from ego_ros.eval.offline import EvalConfig, parse_tasks
 
@@ -121,6 +161,12 @@ def _check_args(args: argparse.Namespace) -> tuple[Any, Any]:
         tasks = parse_tasks(args.tasks)
     except ValueError as exc:
         raise CliError(f"--tasks: {exc}") from exc
+    default_protocol = "robot" if args.mode == "live" else "paper"
+    args.protocols = _names(args.protocol or default_protocol, PROTOCOLS, "--protocol")
+    args.memories = _names(args.memory, STRATEGIES, "--memory")
+    if args.mode == "live" and (args.protocols != ("robot",) or args.memories != ("ego",)):
+        raise CliError("--mode live scores what the node does: --protocol robot and --memory "
+                       "ego only; use --mode offline for the paper protocol and the ablations")
     bag = args.bag.expanduser()
     if not bag.is_dir():
         raise CliError(f"bag folder {bag} does not exist or is not a folder")
@@ -131,15 +177,16 @@ def _check_args(args: argparse.Namespace) -> tuple[Any, Any]:
     out = args.out.expanduser()
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out} exists and is not a folder")
-    leftovers = [n for n in (*_REPORT_FILES, "store") if (out / n).exists()]
+    stores = [_store_name(s) for s in STRATEGIES]
+    leftovers = [n for n in (*_REPORT_FILES, *stores) if (out / n).exists()]
     if args.store is not None:
         leftovers = [n for n in leftovers if n != "store"]
     if leftovers and not args.overwrite:
         raise CliError(f"{out} already holds a report ({', '.join(leftovers)}); pass "
                        "--overwrite or choose another --out")
     config = EvalConfig(refs=args.refs, clip_frames=args.clip_frames, tasks=tasks,
-                        recognition_mode=args.recognition_mode, max_frames=args.max_frames,
-                        progress=not args.no_progress)
+                        recognition_mode=args.recognition_mode, protocol=args.protocols[0],
+                        max_frames=args.max_frames, progress=not args.no_progress)
     return labels, config
 
 
@@ -147,8 +194,10 @@ def _clear_previous(out: Path, own_store: bool) -> None:
     """Remove what an earlier run wrote in ``out`` (only the files this command writes)."""
     for name in _REPORT_FILES:
         (out / name).unlink(missing_ok=True)
-    if own_store and (out / "store").is_dir():
-        shutil.rmtree(out / "store")
+    for strategy in STRATEGIES:
+        folder = out / _store_name(strategy)
+        if (own_store or strategy != "ego") and folder.is_dir():
+            shutil.rmtree(folder)
 
 
 def _live_runner() -> Any:
@@ -168,15 +217,23 @@ def _live_runner() -> Any:
     return run_live
 
 
-def _engine_config(args: argparse.Namespace, labels: Any) -> Any:
-    """Engine settings: the threshold, and room in the context for every concept of the bag
-    unless --max-in-context asks for retrieval (the paper asks every query about every
-    concept with its memory in context)."""
+def _engine_config(args: argparse.Namespace, labels: Any, strategy: str = "ego") -> Any:
+    """Engine settings: the threshold, --max-in-context (else the node's default), the memory
+    strategy, and a prefix cache that holds every context one query of the protocols needs
+    (the paper protocol's one concept at a time reuses each concept's prefix across frames)."""
     from ego_ros.core.engine import EngineConfig
+    from ego_ros.core.introduce import IntroduceConfig
     from ego_ros.core.scoring import Thresholds
+    from ego_ros.eval.offline import concept_groups
+    from ego_ros.eval.protocols import get_protocol
 
-    room = args.max_in_context or max(1, len(labels.concepts))
-    return EngineConfig(thresholds=Thresholds(default=args.threshold), max_in_context=room)
+    base = EngineConfig()
+    needed = max(get_protocol(p).prefixes(len(labels.concepts), len(concept_groups(labels)))
+                 for p in args.protocols)
+    return EngineConfig(thresholds=Thresholds(default=args.threshold),
+                        max_in_context=args.max_in_context or base.max_in_context,
+                        prefix_cache_size=max(base.prefix_cache_size, needed),
+                        introduce=IntroduceConfig(strategy=strategy))
 
 
 _TINY_NOTE = ("tiny model with RANDOM weights: the figures mean nothing; rerun with a real "
@@ -211,24 +268,36 @@ def _worker_details(endpoint: str) -> dict[str, Any]:
     return details
 
 
-def _run_offline(args: argparse.Namespace, labels: Any, config: Any, store_dir: Path) -> Any:
+def _run_offline(args: argparse.Namespace, labels: Any, config: Any, store_dir: Path
+                 ) -> list[Any]:
+    """Every (memory strategy, protocol) run, in that order, on the same bag and queries:
+    each strategy is taught once into its own store, then scored under each protocol."""
     from ego_ros.core.engine import EgoEngine
     from ego_ros.core.store import FingerprintMismatch, MemoryStore, StoreError
-    from ego_ros.eval.offline import run_offline
+    from ego_ros.eval.offline import run_offline, teach_concepts
 
     backend = load_model(args)
-    try:
-        engine = EgoEngine(backend, MemoryStore(store_dir, backend.fingerprint),
-                           _engine_config(args, labels))
-    except FingerprintMismatch as exc:
-        raise CliError(f"the store {store_dir} was written by another model than "
-                       f"{args.model}: {exc}") from exc
-    except StoreError as exc:
-        raise CliError(str(exc)) from exc
-    records = run_offline(engine, args.bag.expanduser(), config, labels)
-    details = {**records.details, **_model_details(backend_config(args).path),
-               "family": backend.family, "device": str(backend.device)}
-    return dataclasses.replace(records, details=details)
+    model = {**_model_details(backend_config(args).path), "family": backend.family,
+             "device": str(backend.device)}
+    bag = args.bag.expanduser()
+    runs = []
+    for strategy in args.memories:
+        folder = store_dir if strategy == "ego" else args.out.expanduser() / _store_name(strategy)
+        try:
+            engine = EgoEngine(backend, MemoryStore(folder, backend.fingerprint),
+                               _engine_config(args, labels, strategy))
+        except FingerprintMismatch as exc:
+            raise CliError(f"the store {folder} was written by another model than "
+                           f"{args.model}: {exc}") from exc
+        except StoreError as exc:
+            raise CliError(str(exc)) from exc
+        teach = teach_concepts(engine, bag, labels, config)
+        for protocol in args.protocols:
+            records = run_offline(engine, bag, dataclasses.replace(config, protocol=protocol),
+                                  labels, teach=teach)
+            details = {**records.details, **model, "store": str(folder)}
+            runs.append(dataclasses.replace(records, details=details))
+    return runs
 
 
 def _run_live(run_live: Any, args: argparse.Namespace, labels: Any, config: Any,
@@ -244,7 +313,8 @@ def _run_live(run_live: Any, args: argparse.Namespace, labels: Any, config: Any,
                        store_dir=store_dir, config=config,
                        engine_config=_engine_config(args, labels),
                        endpoint=args.endpoint or "")
-    return dataclasses.replace(records, details={**records.details, **details})
+    return [dataclasses.replace(records, details={**records.details, **details},
+                                protocol="robot")]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -271,17 +341,17 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if run_live is not None:
-            records = _run_live(run_live, args, labels, config, store_dir)
+            runs = _run_live(run_live, args, labels, config, store_dir)
         else:
-            records = _run_offline(args, labels, config, store_dir)
+            runs = _run_offline(args, labels, config, store_dir)
     # ValueError covers LabelsError, InvalidConceptName, FingerprintMismatch and bad settings.
     except (EvalError, BagError, PlayError, StoreError, BackendError, EngineBusy,
             UnknownConcept, RemoteError, WorkerUnavailable, ValueError) as exc:
         raise CliError(str(exc)) from exc
-    metrics = compute_metrics(records)
+    all_metrics = [compute_metrics(r) for r in runs]
     try:
-        write_report(records, out, metrics)
+        write_report(runs[0], out, all_metrics[0], runs=runs, runs_metrics=all_metrics)
     except OSError as exc:
         raise CliError(f"cannot write the report to {out}: {exc}") from exc
-    print_json(summary(metrics, out))
+    print_json(summary(all_metrics[0], out, all_metrics))
     return 0

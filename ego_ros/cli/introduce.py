@@ -14,6 +14,10 @@ Layers: --layers if given, else --calibration FILE, else the model's default cal
 --overlay OUT.png draws the selected patches over the reference view. With several images one
 file per image is written: OUT-1.png, OUT-2.png, ... (same folder, same stem).
 
+At most 16 images per run (ego_ros.core.limits.MAX_VIEWS; run again without --replace to add
+views) and a name of at most 64 characters holding none of the model's special tokens
+(<IMG_CONTEXT>, <|im_start|>, ...); a refusal exits with status 2.
+
 Prints one JSON object: name, num_tokens, num_views (of the stored concept, all views),
 keywords, area_percent and area_defaulted (per stored view), new_views, replaced (an
 existing concept was overwritten), layers, layers_source, overlays, store, load_s (reading
@@ -77,12 +81,14 @@ def overlay_paths(out: Path, count: int) -> list[Path]:
 
 def _check_args(args: argparse.Namespace) -> tuple[str, list[Path]]:
     """Everything checkable without torch or the model."""
-    from ego_ros.core.names import InvalidConceptName, validate_concept_name
+    from ego_ros.core.limits import check_views
+    from ego_ros.core.names import validate_concept_name
 
     check_model_dir(args.model)
     try:
         name = validate_concept_name(args.name)
-    except InvalidConceptName as exc:
+        check_views(len(args.images))
+    except ValueError as exc:  # InvalidConceptName, LimitExceeded
         raise CliError(str(exc)) from exc
     images = check_images(args.images)
     if args.overlay is not None:
@@ -121,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
         layers, source = resolve_layers(backend, layers_arg, calibration)
     except CalibrationError as exc:
         raise CliError(str(exc)) from exc
-    memory, traces = introduce_concept(backend, name, images, layers, config)
+    try:
+        memory, traces = introduce_concept(backend, name, images, layers, config)
+    except ValueError as exc:  # e.g. a name holding one of the model's special tokens
+        raise CliError(str(exc)) from exc
     store = MemoryStore(args.store.expanduser(), backend.fingerprint)
     try:
         existed = name in store

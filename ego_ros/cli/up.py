@@ -199,6 +199,7 @@ def _wait_for_worker(endpoint: str, children: _Children, stop: threading.Event,
 WORKER_OPTIONS = {"model.path": "--model", "store.dir": "--store", "model.family": "--family",
                   "model.dtype": "--dtype", "model.device": "--device",
                   "model.max_image_tokens": "--max-image-tokens",
+                  "model.allow_pickle_weights": "--allow-pickle-weights",
                   "recognition.max_in_context": "--max-in-context",
                   "engine.max_new_tokens": "--max-new-tokens",
                   "recognition.threshold": "--threshold"}

@@ -14,6 +14,10 @@ embedding space (``ConceptIndex``: mean over memory tokens of the max cosine sim
 query token) and the top ``max_in_context`` are put in context, in name order so that the same
 set always gives the same prefix.
 
+How a memory enters the context is its strategy's (``config.introduce.strategy``,
+:mod:`ego_ros.core.strategies`): Ego's rows by default, or an ablation baseline's (words, all
+rows, the re-encoded reference images).
+
 One inference runs at a time (a lock); at most ``max_waiting`` callers queue behind it and any
 further caller gets :class:`EngineBusy` at once instead of piling up.
 """
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from ego_ros.core import limits
 from ego_ros.core.calibration import resolve_layers
 from ego_ros.core.introduce import IntroduceConfig, introduce_concept
 from ego_ros.core.memory import ConceptMemory
@@ -41,12 +46,14 @@ from ego_ros.core.prompts import Prompts, prompts_for
 from ego_ros.core.retrieval import ConceptIndex
 from ego_ros.core.scoring import Thresholds, answer_variants, yes_no_score
 from ego_ros.core.store import ConceptNotFound
+from ego_ros.core.strategies import context_header, context_item, footprint, get_strategy
 from ego_ros.core.types import (
     AnswerResult,
     ConceptInfo,
     ConceptScore,
     IntroduceResult,
     RecognitionResult,
+    SkippedConcept,
 )
 
 log = logging.getLogger(__name__)
@@ -152,10 +159,13 @@ class EgoEngine:
         # documented mid-to-late fallback.
         self.layers, self.layers_source = resolve_layers(backend, chosen)
         self.prompts: Prompts = prompts_for(backend.family)
+        self._strategy = get_strategy(self.config.introduce.strategy)
+        self._reference_views: dict[str, list[np.ndarray]] = {}  # reencode strategies only
         self._lock = threading.Lock()
         self._inside = 0  # callers running or waiting in _turn
         self._waiting_lock = threading.Lock()
         self._memories: dict[str, ConceptMemory] = {}
+        self._skipped: dict[str, SkippedConcept] = {}  # stored, unusable: reported, forgettable
         self._versions: dict[str, int] = {}
         self._version_counter = 0
         self._prefixes: OrderedDict[tuple, object] = OrderedDict()
@@ -173,12 +183,14 @@ class EgoEngine:
 
     # -- bookkeeping ---------------------------------------------------------------------
     def _load_store(self) -> None:
-        names = self.store.names()
+        names, skipped = self.store.names(), []
         if names:
-            for memory in self.store.get_many(names, skip_broken=True).values():
+            for memory in self.store.get_many(names, skip_broken=True,
+                                              skipped=skipped).values():
                 self._remember(memory)
-        log.info("engine: %d concepts loaded, layers %s (%s)", len(self._memories), self.layers,
-                 self.layers_source)
+        self._skipped = {s.name: s for s in skipped}
+        log.info("engine: %d concepts loaded (%d skipped, see the warnings), layers %s (%s)",
+                 len(self._memories), len(skipped), self.layers, self.layers_source)
 
     def _remember(self, memory: ConceptMemory) -> None:
         self._version_counter += 1
@@ -211,14 +223,22 @@ class EgoEngine:
     def introduce(self, name: str, images: Sequence[np.ndarray],
                   replace: bool = False) -> IntroduceResult:
         name = validate_concept_name(name)
-        if not images:
-            raise ValueError("introduce: no reference views given")
+        limits.check_views(len(images))  # before the model is held: a refusal costs nothing
+        limits.check_user_text(name, "the concept name", self.backend.special_tokens)
         started = time.perf_counter()
         with self._turn():
+            if name in self._skipped and not replace:  # refused now, not after the LVLM passes
+                raise ValueError(f"cannot add views to {name!r}: it was skipped at load "
+                                 f"({self._skipped[name].reason}); introduce it with replace "
+                                 "to overwrite it")
             new, traces = introduce_concept(self.backend, name, images, self.layers,
                                             self.config.introduce)
             stored = self.store.put(new, replace=replace)
+            if self._strategy.reencode:  # the baseline re-encodes these for every question
+                views = [] if replace else self._reference_views.get(name, [])
+                self._reference_views[name] = views + [np.asarray(i) for i in images]
             self._remember(stored)
+            self._skipped.pop(name, None)
             self._index.add(name, stored.tokens)  # replaces an indexed memory of that name
         return IntroduceResult(
             name=stored.name, num_tokens=stored.num_tokens, num_views=stored.num_views,
@@ -230,9 +250,17 @@ class EgoEngine:
                       for t in traces])
 
     def forget(self, name: str) -> bool:
-        """Forget concept ``name`` (memory and stored file); False when it is unknown."""
+        """Forget concept ``name`` (memory and stored file, or a skipped concept's entry and
+        file); False when it is unknown."""
         name = validate_concept_name(name)
         with self._turn():
+            if name in self._skipped:
+                try:
+                    self.store.delete(name)
+                except ConceptNotFound:
+                    log.info("skipped concept %r was already gone from the store", name)
+                del self._skipped[name]
+                return True
             if name not in self._memories:
                 return False
             try:
@@ -241,6 +269,7 @@ class EgoEngine:
                 log.info("concept %r was already gone from the store", name)
             del self._memories[name]
             del self._versions[name]
+            self._reference_views.pop(name, None)
             self._drop_prefixes(name)
             self._index.remove(name)
             return True
@@ -249,10 +278,16 @@ class EgoEngine:
         memories = dict(self._memories)  # a snapshot: introduce/forget may run meanwhile
         return [memories[n].to_info() for n in sorted(memories)]
 
+    def skipped_concepts(self) -> list[SkippedConcept]:
+        """Stored concepts left out at load (why, and the fix); ``forget`` removes them."""
+        skipped = dict(self._skipped)  # a snapshot, as in concepts()
+        return [skipped[n] for n in sorted(skipped)]
+
     def health(self) -> dict:
         return {"ok": True, "family": self.backend.family, "device": str(self.backend.device),
                 "dtype": str(self.backend.dtype).removeprefix("torch."),
-                "concepts": len(self._memories), "layers": list(self.layers),
+                "concepts": len(self._memories), "concepts_skipped": len(self._skipped),
+                "layers": list(self.layers),
                 "layers_source": self.layers_source,
                 "prefix_cache": len(self._prefixes), "busy": self._lock.locked(), **self.stats}
 
@@ -298,7 +333,25 @@ class EgoEngine:
                 candidates = [n for n, _ in self._index.rank(query.tokens, k=k, pool=pool)]
         return sorted(candidates)
 
+    @property
+    def memory_strategy(self) -> str:
+        """The name of the memory strategy this engine introduces and injects with."""
+        return self._strategy.name
+
+    def memory_footprint(self, name: str) -> dict[str, int]:
+        """Tokens concept ``name`` puts in context (``strategies.footprint``)."""
+        memory = self._memories[validate_concept_name(name)]
+        _, blocks = context_item(self._strategy, self.prompts, memory, "m", self._memory_blocks)
+        return footprint(self.backend, self._strategy, self.prompts, memory, blocks)
+
     def _memory_blocks(self, memory: ConceptMemory) -> list:
+        if self._strategy.reencode:
+            views = self._reference_views.get(memory.name)
+            if views is None or len(views) != memory.num_views:
+                raise ValueError(f"memory strategy {self._strategy.name!r} re-encodes the "
+                                 f"reference images of {memory.name!r}, which this engine "
+                                 "does not hold (introduce the concept again in this process)")
+            return self.backend.encode_images(views)
         from_view = []
         for v, view in enumerate(memory.views):
             rows, cols = view.grid
@@ -311,11 +364,15 @@ class EgoEngine:
     def _prefix_text(self, names: Sequence[str]) -> tuple[str, dict]:
         if not names:
             return "", {}
-        text = self.prompts.memory_header
+        text = context_header(self._strategy, self.prompts)
         visuals = {}
         for i, name in enumerate(names):
-            text += self.prompts.memory_item.format(name=name, key=f"m{i}")
-            visuals[f"m{i}"] = self._memory_blocks(self._memories[name])
+            item, blocks = context_item(self._strategy, self.prompts, self._memories[name],
+                                        f"m{i}", self._memory_blocks,
+                                        self.backend.special_tokens)
+            text += item
+            if blocks:
+                visuals[f"m{i}"] = blocks
         return text, visuals
 
     def _render(self, names: Sequence[str], query: _Query, task: str):
@@ -329,7 +386,8 @@ class EgoEngine:
         """
         lead = query.content[:query.content.index("<ego:")]
         key = (tuple((n, self._versions[n]) for n in names), lead)
-        cached = self._prefixes.get(key) if self.config.prefix_cache_size and names else None
+        reuse = bool(self.config.prefix_cache_size and names and self._strategy.cache_prefix)
+        cached = self._prefixes.get(key) if reuse else None
         if cached is not None:
             self._prefixes.move_to_end(key)
             self.stats["prefix_hits"] += 1
@@ -343,7 +401,7 @@ class EgoEngine:
         query_part, tail = segments[first:last + 1], segments[last + 1:]
         if cached is not None:
             return cached, query_part, tail
-        return self._prefill_prefix(key, segments[:first], bool(names)), query_part, tail
+        return self._prefill_prefix(key, segments[:first], reuse), query_part, tail
 
     def _prefill_prefix(self, key: tuple, prefix_segments: list, cacheable: bool):
         """Prefill the memory prefix (``None`` when there is none) and cache its state."""
@@ -504,34 +562,28 @@ class EgoEngine:
         the options are listed after the question (one per line, "A. ..."), the model is asked
         for the letter, and ``choice`` of the result holds the letter read from its answer
         (``parse_choice``: "B", "(b)", "Answer: B) ...", or the option's text), else None."""
-        if not question or not question.strip():
-            raise ValueError("ask: the question is empty")
-        self._check_user_text(question)
-        task = self.prompts.ask.format(question=question.strip())
+        question = limits.check_question(question)  # sizes first, before any tokenising
+        limits.check_options(options)
+        specials = self.backend.special_tokens
+        limits.check_user_text(question, "the question", specials)
+        task = self.prompts.ask.format(question=question)
         letters: list[str] = []
         if options:
             letters = sorted(options)
             bad = [k for k in letters if not (len(k) == 1 and k.isalpha() and k.isupper())]
             if bad or len(letters) < 2:
                 raise ValueError(f"ask: options need at least two single capital letters as "
-                                 f"keys, got {list(options)}")
-            for text in options.values():
-                self._check_user_text(str(text))
+                                 f"keys, got {list(options)[:limits.MAX_OPTIONS]}")
+            for key in letters:
+                limits.check_user_text(options[key], f"option {key}", specials)
             task += "".join(f"\n{k}. {options[k]}" for k in letters) + self.prompts.choice_suffix
+        limits.check_question_tokens(
+            sum(len(self.backend.tokenize(t)) for t in (question, *(options or {}).values())))
         result = self._answer(task, frames, clip, concepts)
         if not letters:
             return result
         choice = parse_choice(result.answer, letters, [str(options[k]) for k in letters])
         return replace(result, choice=choice)
-
-    def _check_user_text(self, text: str) -> None:
-        """User text is written into the prompt: no prompt sentinels, no special tokens."""
-        if "<ego:" in text:
-            raise ValueError("the question contains '<ego:', which is reserved in prompts")
-        specials = [t for t in self.backend.special_tokens if t and t in text]
-        if specials:
-            raise ValueError(f"the question contains the model's special token(s) {specials}; "
-                             "remove them")
 
     def caption(self, frames: Sequence[np.ndarray], clip: bool = False,
                 concepts: Sequence[str] | None = None) -> AnswerResult:

@@ -12,6 +12,10 @@ Per view, with the LVLM behind ``backend`` (see ``ego_ros.backends.base.LVLMBack
 4. ``K_c = min(ratio * N_r, alpha * N_r / 100)`` (at least ``min_tokens``); the top-``K_c``
    tokens, in their original order, are the view's memory: the projector's output rows.
 
+``IntroduceConfig.strategy`` names a :mod:`ego_ros.core.strategies` entry (default ``ego``,
+the method): the ablation baselines change only which answer ranks the tokens (step 3) and
+which indices step 4 keeps.
+
 The cost per view is one image encoding, one prefill and the two short generations: about
 the cost of one "describe the image" answer of the same length.
 """
@@ -26,15 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ego_ros.core import limits
 from ego_ros.core.memory import ConceptMemory
+from ego_ros.core.names import validate_concept_name
 from ego_ros.core.parsing import clean_keywords, keyword_token_mask, parse_area_percent
 from ego_ros.core.prompts import prompts_for
-from ego_ros.core.selection import (
-    SelectionConfig,
-    ViewSelection,
-    importance_from_attention,
-    select_tokens,
-)
+from ego_ros.core.selection import SelectionConfig, ViewSelection, importance_from_attention
+from ego_ros.core.strategies import DEFAULT_STRATEGY, get_strategy, view_choice
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +52,19 @@ def default_layers(num_layers: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class IntroduceConfig:
-    """Generation budgets for the two introduction questions, plus the selection rule."""
+    """Generation budgets for the two introduction questions, the selection rule and the
+    memory strategy (``ego``, or an ablation baseline of :mod:`ego_ros.core.strategies`)."""
 
     selection: SelectionConfig = SelectionConfig()
     area_max_new_tokens: int = 16  # room for "It covers approximately 40%" digit by digit
     keywords_max_new_tokens: int = 24
+    strategy: str = DEFAULT_STRATEGY
 
     def __post_init__(self) -> None:
+        try:
+            get_strategy(self.strategy)
+        except ValueError as exc:
+            raise ValueError(f"IntroduceConfig.strategy: {exc}") from None
         for name in ("area_max_new_tokens", "keywords_max_new_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -137,20 +145,21 @@ def introduce_view(backend, image: np.ndarray, layers: Sequence[int],
                    config: IntroduceConfig = IntroduceConfig()) -> ViewTrace:
     """Select the memory tokens of one reference view (RGB uint8 ``[H, W, 3]``)."""
     prompts = prompts_for(backend.family)
+    strategy = get_strategy(config.strategy)
     visual = backend.encode_images([image])[0]
     _, rows, cols = visual.grid
     # One prefix for both questions: everything up to and including the image.
-    state, span, (area_q, keywords_q) = image_prefix(backend, visual,
-                                                     [prompts.area, prompts.keywords])
+    state, span, (area_q, keywords_q) = image_prefix(
+        backend, visual, [prompts.area, strategy.attention_prompt(prompts)])
     area_gen = backend.generate(area_q, state, max_new_tokens=config.area_max_new_tokens)
     alpha = parse_area_percent(area_gen.text)
     attention = keyword_attention(backend, keywords_q, state, span, layers,
-                                  config.keywords_max_new_tokens)
+                                  strategy.attention_tokens(config.keywords_max_new_tokens))
     num_visual = span[1] - span[0]
     importance = importance_from_attention([attention.rows[layer] for layer in layers],
                                            torch.arange(num_visual))  # [N_r], Eq. 3
-    k, defaulted = config.selection.memory_size(alpha, num_visual)
-    indices = select_tokens(importance, k)
+    choice, defaulted = view_choice(importance, alpha, config.selection)
+    indices = strategy.select(choice)  # [K_c] for ego
     selection = ViewSelection(
         tokens=visual.tokens[indices.to(visual.tokens.device)].detach().cpu().clone(),
         indices=indices.cpu(),
@@ -168,9 +177,11 @@ def introduce_view(backend, image: np.ndarray, layers: Sequence[int],
 def introduce_concept(backend, name: str, images: Sequence[np.ndarray], layers: Sequence[int],
                       config: IntroduceConfig = IntroduceConfig(),
                       ) -> tuple[ConceptMemory, list[ViewTrace]]:
-    """Build the memory of concept ``name`` from one or more reference views."""
-    if not images:
-        raise ValueError("introduce: no reference views given")
+    """Build the memory of concept ``name`` from one or more reference views (at most
+    ``limits.MAX_VIEWS``; the name must hold none of the backend's special tokens)."""
+    name = validate_concept_name(name)
+    limits.check_views(len(images))
+    limits.check_user_text(name, "the concept name", backend.special_tokens)
     started = time.perf_counter()
     traces = [introduce_view(backend, img, layers, config) for img in images]
     memory = ConceptMemory.from_views(name, [t.selection for t in traces], layers,

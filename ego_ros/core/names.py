@@ -17,6 +17,8 @@ import hashlib
 import re
 import unicodedata
 
+from ego_ros.core.limits import MAX_NAME_CHARS
+
 __all__ = [
     "MAX_NAME_LENGTH",
     "InvalidConceptName",
@@ -26,7 +28,8 @@ __all__ = [
 
 # Longest accepted name, in Unicode code points after NFC normalisation. Long enough for
 # "Grandma's blue ceramic coffee mug", short enough to stay readable in a prompt and a UI.
-MAX_NAME_LENGTH = 64
+# Defined with the other request limits in ``ego_ros.core.limits``.
+MAX_NAME_LENGTH = MAX_NAME_CHARS
 
 # Unicode general categories that are never part of a readable name: control (Cc), format
 # (Cf: zero-width and bidi controls), surrogates (Cs: not encodable as UTF-8), line and
@@ -47,9 +50,15 @@ def validate_concept_name(name: str) -> str:
     Raises ``InvalidConceptName`` when the name is not a string, is empty, longer than
     ``MAX_NAME_LENGTH`` characters, contains ``/`` or ``\\``, contains control/format
     characters, consists only of dots, or contains ``<ego:`` or ``<|`` (reserved in prompts).
+    The model's own special tokens (``<IMG_CONTEXT>``, ``<img>``, ...) depend on the backend:
+    ``EgoEngine.introduce`` and ``introduce_concept`` refuse those
+    (``limits.check_user_text``).
     """
     if not isinstance(name, str):
         raise InvalidConceptName(f"concept name must be a string, got {type(name).__name__}")
+    if len(name) > 4 * MAX_NAME_LENGTH:  # refused before NFC and strip() touch a huge string
+        raise InvalidConceptName(f"concept name is {len(name)} characters long; the limit is "
+                                 f"{MAX_NAME_LENGTH} (name starts {name[:20]!r})")
     canonical = unicodedata.normalize("NFC", name).strip()
     if not canonical:
         raise InvalidConceptName(f"concept name {name!r} is empty; give the concept a name")

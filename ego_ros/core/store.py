@@ -28,6 +28,11 @@ Why it is built this way:
   each other's update.
 - Scale: the manifest is read once and re-read only when it was replaced (inode, size, mtime
   change), listings never touch tensor files, tensors are loaded lazily and cached per file.
+- Damage stays local: the manifest's top level must be sound (else every call raises
+  ``StoreError``), but a malformed entry only makes that concept unreadable (``StoreError``
+  naming the entry and field, see ``ego_ros.core.manifest``); it is listed by ``damaged()``,
+  skipped by ``get_many(skip_broken=True)`` like a corrupt file or another model's memory,
+  kept as it is by writers, and removed by ``delete``.
 """
 
 from __future__ import annotations
@@ -39,7 +44,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import struct
 import threading
 import time
@@ -51,9 +55,17 @@ from typing import Any
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from ego_ros.core.manifest import (
+    MANIFEST_FORMAT,
+    MANIFEST_VERSION,
+    damaged_entries,
+    entry_file,
+    parse_manifest,
+    skip_reason,
+)
 from ego_ros.core.memory import ConceptMemory, FingerprintMismatch, ModelFingerprint, ViewInfo
 from ego_ros.core.names import concept_file_stem, validate_concept_name
-from ego_ros.core.types import ConceptInfo
+from ego_ros.core.types import ConceptInfo, SkippedConcept
 
 __all__ = [
     "FILE_FORMAT",
@@ -69,14 +81,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "ego_ros.memory_store"
-MANIFEST_VERSION = 1
 CONCEPT_DIR = "concepts"
 LOCK_NAME = ".lock"
 FILE_FORMAT = "ego_ros.concept_memory"
 FILE_VERSION = 1
 _META_KEY = "ego_ros.concept"
-_FILE_RE = re.compile(r"concepts/[a-z0-9-]+\.[0-9a-f]{12}\.safetensors")
 _READ_RETRIES = 3
 # A manifest modified less than this long ago may share (inode, size, mtime) with an earlier
 # one (inode numbers are reused, timestamps are coarse), so it is re-read rather than trusted
@@ -242,6 +251,7 @@ class MemoryStore:
         self._mutex = threading.RLock()
         self._manifest_key: tuple[int, int, int] | None = None
         self._manifest: dict[str, Any] = _empty_manifest()
+        self._damaged: dict[str, str] = {}  # name -> what is wrong with its manifest entry
         self._cache: dict[str, tuple[str, ConceptMemory]] = {}
 
     @property
@@ -262,7 +272,7 @@ class MemoryStore:
         with self._mutex:
             key = self._stat_key()
             if key is None:
-                self._manifest_key, self._manifest = None, _empty_manifest()
+                self._set_manifest(None, _empty_manifest())
             elif key != self._manifest_key or time.time_ns() - key[2] < _RACY_NS:
                 self._load_manifest()
             return self._manifest["concepts"]
@@ -273,26 +283,21 @@ class MemoryStore:
                 st = os.fstat(f.fileno())
                 raw = f.read()
         except FileNotFoundError:
-            self._manifest_key, self._manifest = None, _empty_manifest()
+            self._set_manifest(None, _empty_manifest())
             return
         try:
-            manifest = json.loads(raw.decode("utf-8"))
-            if manifest.get("format") != MANIFEST_FORMAT:
-                raise ValueError(f"format tag is {manifest.get('format')!r}")
-            if int(manifest.get("version", 0)) > MANIFEST_VERSION:
-                raise ValueError(
-                    f"manifest version {manifest['version']} is newer than this ego_ros reads"
-                )
-            if not isinstance(manifest.get("concepts"), dict):
-                raise ValueError("no concepts table")
-        except (ValueError, AttributeError, TypeError) as exc:
+            manifest = parse_manifest(raw)
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
             raise StoreError(f"{self.manifest_path}: unreadable store manifest ({exc})") from exc
-        self._manifest_key = (st.st_ino, st.st_size, st.st_mtime_ns)
-        self._manifest = manifest
+        self._set_manifest((st.st_ino, st.st_size, st.st_mtime_ns), manifest)
+
+    def _set_manifest(self, key: tuple[int, int, int] | None, manifest: dict[str, Any]) -> None:
+        """Adopt a (top-level checked) manifest: find its damaged entries, drop stale cache."""
+        self._manifest_key, self._manifest = key, manifest
         live = manifest["concepts"]
-        self._cache = {
-            n: c for n, c in self._cache.items() if n in live and live[n]["file"] == c[0]
-        }
+        self._damaged = damaged_entries(live)
+        self._cache = {n: c for n, c in self._cache.items()
+                       if n in live and n not in self._damaged and live[n]["file"] == c[0]}
 
     def _write_manifest(self, concepts: dict[str, dict[str, Any]],
                         owner: ModelFingerprint | None = None) -> None:
@@ -312,6 +317,7 @@ class MemoryStore:
         # The rename is the commit point: nothing after it may raise, or a caller would clean
         # up files the new manifest names.
         self._manifest = manifest
+        self._damaged = damaged_entries(concepts)
         try:
             self._manifest_key = self._stat_key()
             _fsync_dir(self.root)
@@ -336,18 +342,43 @@ class MemoryStore:
         return iter(self.names())
 
     def infos(self) -> list[ConceptInfo]:
-        """Summaries of all concepts, from the manifest alone (no tensor file is read)."""
-        concepts = self._concepts()
+        """Summaries of the concepts whose manifest entry is sound (see ``damaged``), from the
+        manifest alone (no tensor file is read)."""
+        with self._mutex:
+            concepts, damaged = self._concepts(), self._damaged
         return [
             ConceptInfo(
                 name=name,
-                num_tokens=int(e["num_tokens"]),
-                num_views=int(e["num_views"]),
+                num_tokens=e["num_tokens"],
+                num_views=e["num_views"],
                 keywords=[list(v["keywords"]) for v in e["views"]],
                 created=float(e["created"]),
             )
-            for name, e in sorted(concepts.items())
+            for name, e in sorted(concepts.items()) if name not in damaged
         ]
+
+    def damaged(self) -> list[SkippedConcept]:
+        """The concepts whose manifest entry is malformed, each with what is wrong (naming
+        the field) and the fix; they cannot be read, only forgotten (``delete``)."""
+        with self._mutex:
+            self._concepts()
+            damaged = self._damaged
+        return [SkippedConcept(n, skip_reason(self._damage_error(n, p)))
+                for n, p in sorted(damaged.items())]
+
+    def _valid_name(self, name: str) -> str:
+        """``name`` canonical; a stored name that is not a valid one (a hand edit) raises
+        StoreError as the damage it is, not InvalidConceptName."""
+        with self._mutex:
+            self._concepts()
+            problem = self._damaged.get(name)
+        if problem is not None:
+            raise self._damage_error(name, problem)
+        return validate_concept_name(name)
+
+    def _damage_error(self, name: str, problem: str) -> StoreError:
+        return StoreError(f"{self.manifest_path}: malformed entry for concept {name!r}: "
+                          f"{problem}")
 
     def fingerprint_of(self, name: str) -> ModelFingerprint:
         """The fingerprint of the model that made concept ``name`` (from the manifest)."""
@@ -355,26 +386,35 @@ class MemoryStore:
         return self._entry_fingerprint(name, self._entry(name))
 
     def _entry(self, name: str) -> dict[str, Any]:
-        entry = self._concepts().get(name)
+        """The sound manifest entry of ``name``; StoreError naming the field when it is
+        malformed, ConceptNotFound when there is none."""
+        with self._mutex:
+            entry = self._concepts().get(name)
+            problem = self._damaged.get(name)
         if entry is None:
             raise ConceptNotFound(f"no concept named {name!r} in store {self.root}")
+        if problem is not None:
+            raise self._damage_error(name, problem)
         return entry
 
     def _entry_fingerprint(self, name: str, entry: Mapping[str, Any]) -> ModelFingerprint:
-        try:
-            return ModelFingerprint.from_dict(entry["fingerprint"])
-        except (KeyError, ValueError) as exc:
-            raise StoreError(f"{self.manifest_path}: bad fingerprint for {name!r} ({exc})") from exc
+        """The fingerprint of a sound entry (``_entry`` or ``_sound`` checked it)."""
+        return ModelFingerprint.from_dict(entry["fingerprint"])
+
+    def _sound(self, name: str, concepts: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``concepts[name]`` (a writer's table) when sound, else StoreError naming the field."""
+        problem = self._damaged.get(name)
+        if problem is not None:
+            raise self._damage_error(name, problem)
+        return concepts[name]
 
     def _check_fingerprint(self, what: str, found: ModelFingerprint, stored: bool = True) -> None:
         if self.fingerprint is not None and not self.fingerprint.matches(found):
             raise FingerprintMismatch(what, self.fingerprint, found, stored)
 
-    def _file_path(self, name: str, entry: Mapping[str, Any]) -> Path:
-        rel = entry.get("file")
-        if not isinstance(rel, str) or not _FILE_RE.fullmatch(rel):
-            raise StoreError(f"{self.manifest_path}: bad file entry {rel!r} for {name!r}")
-        return self.root / rel
+    def _file_path(self, entry: Mapping[str, Any]) -> Path:
+        """A sound entry's file: ``entry_problem`` checked it cannot point outside the store."""
+        return self.root / entry["file"]
 
     def _read_entry(self, name: str, check: bool = True) -> tuple[dict[str, Any], Path, bytes]:
         """The manifest entry and file bytes of ``name``, retrying if a writer replaced the
@@ -385,7 +425,7 @@ class MemoryStore:
             entry = self._entry(name)
             if check:
                 self._check_fingerprint(f"concept {name!r}", self._entry_fingerprint(name, entry))
-            path = self._file_path(name, entry)
+            path = self._file_path(entry)
             try:
                 return entry, path, path.read_bytes()
             except FileNotFoundError:
@@ -398,7 +438,7 @@ class MemoryStore:
 
     def get(self, name: str) -> ConceptMemory:
         """Load concept ``name`` (tensors on the CPU, cached until the concept changes)."""
-        name = validate_concept_name(name)
+        name = self._valid_name(name)
         with self._mutex:
             entry = self._entry(name)
             self._check_fingerprint(f"concept {name!r}", self._entry_fingerprint(name, entry))
@@ -416,18 +456,24 @@ class MemoryStore:
         return memory
 
     def get_many(
-        self, names: Iterable[str], *, skip_broken: bool = False
+        self, names: Iterable[str], *, skip_broken: bool = False,
+        skipped: list[SkippedConcept] | None = None,
     ) -> dict[str, ConceptMemory]:
-        """Load several concepts. With ``skip_broken`` a concept whose file is missing or
-        corrupt is logged and left out instead of failing the whole call."""
+        """Load several concepts. With ``skip_broken`` a concept that cannot be used (its file
+        missing or corrupt, its manifest entry malformed, made by another model) is logged
+        with the fix, appended to ``skipped`` when given, and left out instead of failing the
+        whole call; an unknown name still raises ``ConceptNotFound``."""
         out: dict[str, ConceptMemory] = {}
         for name in names:
             try:
                 memory = self.get(name)
-            except StoreError as exc:
+            except (StoreError, FingerprintMismatch) as exc:
                 if not skip_broken or isinstance(exc, ConceptNotFound):
                     raise
-                log.warning("skipping concept %r: %s", name, exc)
+                reason = skip_reason(exc)
+                log.warning("store %s: skipping concept %r: %s", self.root, name, reason)
+                if skipped is not None:
+                    skipped.append(SkippedConcept(name, reason))
                 continue
             out[memory.name] = memory
         return out
@@ -437,7 +483,7 @@ class MemoryStore:
 
         The file is copied as stored, whatever model made it: the fingerprint travels inside
         and the importing store checks it."""
-        name = validate_concept_name(name)
+        name = self._valid_name(name)
         _, source, data = self._read_entry(name, check=False)
         decode_memory(data, str(source))  # never export a corrupt file
         path = Path(path)
@@ -478,8 +524,9 @@ class MemoryStore:
             time.sleep(0.01)
 
     def _collect_garbage(self, concepts: Mapping[str, Mapping[str, Any]]) -> None:
-        """Remove files no manifest entry names (left by a crash). Runs under the lock."""
-        live = {e["file"] for e in concepts.values()}
+        """Remove files no manifest entry names (left by a crash). Runs under the lock. A
+        malformed entry's file is kept: it may still be the only copy of a memory."""
+        live = {entry_file(e) for e in concepts.values()}
         with os.scandir(self.root / CONCEPT_DIR) as entries:
             for item in entries:
                 rel = f"{CONCEPT_DIR}/{item.name}"
@@ -522,14 +569,15 @@ class MemoryStore:
             for memory in memories:
                 name = memory.name
                 if name in concepts and not replace:
-                    base = stored.get(name) or self._load_for_update(name, concepts[name])
+                    base = stored.get(name) or self._load_for_update(name, concepts)
                     memory = base.add_views(memory)
                 data, meta = encode_memory(memory)
                 rel = _new_file_name(name)
                 _write_and_rename(self.root / rel, data)
                 new_files.append(self.root / rel)
-                if name in concepts:
-                    obsolete.append(self.root / concepts[name]["file"])
+                old = entry_file(concepts.get(name))
+                if old is not None:
+                    obsolete.append(self.root / old)
                 concepts[name] = {"file": rel, **meta}
                 stored[name] = memory
             _fsync_dir(self.root / CONCEPT_DIR)
@@ -545,21 +593,31 @@ class MemoryStore:
                 self._cache[name] = (concepts[name]["file"], memory)
         return stored
 
-    def _load_for_update(self, name: str, entry: Mapping[str, Any],
+    def _load_for_update(self, name: str, concepts: Mapping[str, Any],
                          check: bool = True) -> ConceptMemory:
+        """The stored memory of ``name`` that a writer builds on (views added, rebound)."""
+        try:
+            entry = self._sound(name, concepts)
+        except StoreError as exc:
+            raise StoreError(f"{exc}; forget the concept, or use replace=True to overwrite "
+                             "it") from exc
         if check:
             self._check_fingerprint(f"concept {name!r}", self._entry_fingerprint(name, entry))
         hit = self._cache.get(name)
         if hit is not None and hit[0] == entry["file"]:
             return hit[1]
-        path = self._file_path(name, entry)
+        path = self._file_path(entry)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             raise StoreError(
                 f"concept {name!r}: its file {path} is missing; use replace=True to overwrite it"
             ) from None
-        return decode_memory(data, str(path))
+        try:
+            return decode_memory(data, str(path))
+        except StoreError as exc:
+            raise StoreError(f"concept {name!r} cannot take new views: {exc}; use "
+                             "replace=True to overwrite it, or forget it") from exc
 
     def _remove(self, paths: Iterable[Path]) -> None:
         for path in paths:
@@ -571,14 +629,18 @@ class MemoryStore:
                 log.warning("store %s: could not remove %s: %s", self.root, path, exc)
 
     def delete(self, name: str) -> None:
-        """Forget concept ``name``; raises ``ConceptNotFound`` if it is not stored."""
-        name = validate_concept_name(name)
+        """Forget concept ``name`` and delete its file, damaged entries included (a stored
+        name that is not a valid one is matched exactly); ``ConceptNotFound`` if it is not
+        stored."""
+        if name not in self._concepts():
+            name = validate_concept_name(name)
         with self._writer() as concepts:
-            entry = concepts.pop(name, None)
-            if entry is None:
+            if name not in concepts:
                 raise ConceptNotFound(f"no concept named {name!r} in store {self.root}")
+            entry = concepts.pop(name)  # may be any JSON value, null included
             self._write_manifest(concepts)
-            self._remove([self.root / entry["file"]])
+            rel = entry_file(entry)  # a malformed entry's file only when it names a valid one
+            self._remove([] if rel is None else [self.root / rel])
             self._cache.pop(name, None)
         log.info("store %s: deleted %r", self.root, name)
 
@@ -598,16 +660,20 @@ class MemoryStore:
         wanted = None if names is None else [validate_concept_name(n) for n in names]
         with self._writer() as concepts:
             stale = []
-            for name in sorted(concepts) if wanted is None else dict.fromkeys(wanted):
+            if wanted is None:  # all: malformed entries cannot be re-labelled, only forgotten
+                for name, problem in sorted(self._damaged.items()):
+                    log.warning("store %s: not rebinding %r: %s", self.root, name, problem)
+            for name in (sorted(set(concepts) - set(self._damaged)) if wanted is None
+                         else dict.fromkeys(wanted)):
                 if name not in concepts:
                     raise ConceptNotFound(f"no concept named {name!r} in store {self.root}")
-                found = self._entry_fingerprint(name, concepts[name])
+                found = self._entry_fingerprint(name, self._sound(name, concepts))
                 if found == fingerprint:
                     continue
                 if (found.family, found.hidden_size) != (fingerprint.family,
                                                          fingerprint.hidden_size):
                     raise FingerprintMismatch(f"concept {name!r}", fingerprint, found)
-                memory = self._load_for_update(name, concepts[name], check=False)
+                memory = self._load_for_update(name, concepts, check=False)
                 stale.append(dataclasses.replace(memory, fingerprint=fingerprint))
             if stale:
                 self._commit(concepts, stale, replace=True, owner=fingerprint)

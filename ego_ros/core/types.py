@@ -114,6 +114,28 @@ class ConceptInfo:
         return _from_dict(cls, data)
 
 
+@dataclass(frozen=True)
+class SkippedConcept:
+    """A stored concept the engine left out at load: a memory made by another model, a corrupt
+    or missing file, a malformed manifest entry. It is never used; ``forget`` removes it."""
+
+    name: str
+    reason: str  # what is wrong, and the fix
+
+    def __post_init__(self) -> None:
+        for key in ("name", "reason"):
+            if not isinstance(getattr(self, key), str):
+                raise ValueError(f"SkippedConcept.{key} must be a string, "
+                                 f"got {type(getattr(self, key)).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SkippedConcept:
+        return _from_dict(cls, data)
+
+
 class EngineLike(Protocol):
     """The engine's public API (``ego_ros.core.engine.EgoEngine`` and :class:`RemoteEngine`)."""
 
@@ -129,4 +151,5 @@ class EngineLike(Protocol):
                 concepts: list[str] | None = None) -> AnswerResult: ...
     def forget(self, name: str) -> bool: ...
     def concepts(self) -> list[ConceptInfo]: ...
+    def skipped_concepts(self) -> list[SkippedConcept]: ...
     def health(self) -> dict[str, Any]: ...

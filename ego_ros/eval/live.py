@@ -99,7 +99,8 @@ def node_parameters(backend_config, store_dir: Path, config: EvalConfig, engine_
         **model, "store.dir": str(store_dir), "image.compressed": compressed,
         "qos.reliability": "reliable", "qos.depth": 10,
         "clip.period_s": float(live.period_s), "clip.num_frames": int(config.clip_frames),
-        "clip.window_s": float(window), "clip.max_age_s": max(1.0, 2 * live.period_s),
+        "clip.window_s": float(window),
+        "clip.max_age_s": max(1.0, 2 * live.period_s, window + 0.5),  # must cover the window
         "tasks.recognize": True, "tasks.caption": "caption" in config.tasks,
         "recognition.mode": config.recognition_mode,
         "recognition.threshold": float(engine_config.thresholds.default),
@@ -305,7 +306,7 @@ class _Questioner:
         while (job := self._queue.get()) is not None:
             item, stamp = job
             options = [f"{k}={v}" for k, v in sorted((item.options or {}).items())]
-            request = Ask.Request(question=item.question, concepts=[item.concept],
+            request = Ask.Request(question=item.question, concepts=list(item.concepts),
                                   options=options, stamp=stamp)
             started = time.perf_counter()
             future = self._client.call_async(request)

@@ -17,6 +17,13 @@ by exactly the same code:
   (one line per record, to re-score or inspect), ``report.md`` (tables linking the plots) and
   PNG plots: per-concept precision/recall bars, PR curves per concept, latency histogram.
 - :func:`summary` is the compact form the CLI prints on stdout.
+
+Every run records its protocol (:mod:`ego_ros.eval.protocols`) and memory strategy
+(:mod:`ego_ros.core.strategies`). Several runs on the same queries (``ego-ros eval --memory
+ego,uniform --protocol paper,robot``) go into one report: the first run's figures at the top
+level as for a single run, and ``runs``: one entry per (memory, protocol) with the same figures
+(:func:`run_row` is its compact form), so tables can be built from ``report.json``; every line
+of ``predictions.jsonl`` names its memory and protocol.
 """
 
 from __future__ import annotations
@@ -43,15 +50,28 @@ from ego_ros.eval.metrics import (
     recognition_metrics,
     vqa_accuracy,
 )
+from ego_ros.eval.protocols import PROTOCOLS
+from ego_ros.eval.runs import (
+    GroupRecord,
+    SkippedFrame,
+    context_token_metrics,
+    group_metrics,
+    run_row,
+    runs_markdown,
+    skipped_markdown,
+)
 
 __all__ = [
     "PLOT_FILES",
     "CaptionRecord",
     "EvalRecords",
+    "GroupRecord",
     "RecognitionRecord",
+    "SkippedFrame",
     "TeachRecord",
     "VqaRecord",
     "compute_metrics",
+    "run_row",
     "summary",
     "write_report",
 ]
@@ -138,6 +158,10 @@ class EvalRecords:
     ``labelled_frames`` counts the bag's labelled frames that were queried (alone or inside a
     clip); ``dropped`` the queries that got no answer (live mode: clips the node skipped).
     ``details`` holds free-form context for the report (bag, model, settings).
+    ``protocol`` / ``memory``: which protocol and memory strategy produced the figures;
+    ``groups``: the paper protocol's multi-concept questions; ``skipped``: frames not queried
+    because they could not be read or were refused; ``context_tokens``: per concept, the tokens
+    its memory puts in context (``visual``, ``text``, ``view_tokens``).
     """
 
     mode: str
@@ -151,10 +175,20 @@ class EvalRecords:
     dropped: int = 0
     elapsed_s: float = 0.0
     details: Mapping[str, Any] = field(default_factory=dict)
+    protocol: str = "robot"
+    memory: str = "ego"
+    groups: tuple[GroupRecord, ...] = ()
+    skipped: tuple[SkippedFrame, ...] = ()
+    context_tokens: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"EvalRecords.mode must be one of {MODES}, got {self.mode!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"EvalRecords.protocol must be one of {tuple(PROTOCOLS)}, got "
+                             f"{self.protocol!r}")
+        if not isinstance(self.memory, str) or not self.memory:
+            raise ValueError(f"EvalRecords.memory must name a strategy, got {self.memory!r}")
         if len(set(self.concepts)) != len(self.concepts):
             raise ValueError(f"EvalRecords.concepts lists a concept twice: {self.concepts}")
         if self.clip_frames < 1:
@@ -272,17 +306,27 @@ def _latency(records: EvalRecords) -> dict[str, Any]:
 def compute_metrics(records: EvalRecords) -> dict[str, Any]:
     """Every figure of the run (see the module doc); plain values ``json.dumps`` accepts."""
     recognition, curves = _recognition(records)
+    if records.groups:
+        multi = group_metrics(records.groups)
+    else:
+        multi = _multi_concept(records) if records.recognition else None
     return {
         "mode": records.mode,
+        "protocol": records.protocol,
+        "protocol_summary": PROTOCOLS[records.protocol].summary,
+        "memory": records.memory,
         "concepts": list(records.concepts),
         "frames_evaluated": records.labelled_frames,
         "queries": len(records.recognition),
         "clip_frames": records.clip_frames,
         "dropped": records.dropped,
         "recognition": recognition,
-        "multi_concept": _multi_concept(records) if records.recognition else None,
+        "multi_concept": multi,
         "vqa": _vqa(records),
         "caption": _captions(records),
+        "in_context_tokens": context_token_metrics(records.context_tokens),
+        "skipped_frames": {"count": len(records.skipped),
+                           "frames": [asdict(f) for f in records.skipped]},
         "latency_ms": _latency(records),
         "teach": {
             t.concept: {"views": t.views, "tokens": t.num_tokens,
@@ -295,11 +339,15 @@ def compute_metrics(records: EvalRecords) -> dict[str, Any]:
     }
 
 
-def summary(metrics: Mapping[str, Any], report_dir: Path | None = None) -> dict[str, Any]:
-    """The compact summary printed on stdout: overall figures and counts, no curves."""
-    out: dict[str, Any] = {k: metrics[k] for k in ("mode", "frames_evaluated", "queries",
+def summary(metrics: Mapping[str, Any], report_dir: Path | None = None,
+            runs: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The compact summary printed on stdout: overall figures and counts, no curves; with
+    several ``runs`` (their metrics), one :func:`run_row` each."""
+    out: dict[str, Any] = {k: metrics[k] for k in ("mode", "protocol", "memory",
+                                                   "frames_evaluated", "queries",
                                                    "clip_frames", "dropped")}
     out["concepts"] = len(metrics["concepts"])
+    out["skipped_frames"] = metrics["skipped_frames"]["count"]
     picks = {"recognition": ("precision", "recall", "f1", "mean_ap"),
              "multi_concept": ("precision", "recall", "f1", "accuracy"),
              "vqa": ("accuracy", "questions", "open_ended"),
@@ -311,6 +359,8 @@ def summary(metrics: Mapping[str, Any], report_dir: Path | None = None) -> dict[
     if lat is not None:
         out["latency_ms"] = {k: lat[k] for k in ("p50", "p90", "p99")}
     out["elapsed_s"] = metrics["elapsed_s"]
+    if len(runs) > 1:
+        out["runs"] = [run_row(m) for m in runs]
     if report_dir is not None:
         out["report_dir"] = str(report_dir)
     return out
@@ -345,24 +395,32 @@ def _write_text(path: Path, text: str) -> None:
 
 def _prediction_lines(records: EvalRecords) -> list[str]:
     lines = []
-    for task, recs in (("recognition", records.recognition), ("vqa", records.vqa),
-                       ("caption", records.captions)):
+    for task, recs in (("recognition", records.recognition), ("multi_concept", records.groups),
+                       ("vqa", records.vqa), ("caption", records.captions)):
         for rec in recs:
-            row = {"task": task, **asdict(rec)}
+            row = {"task": task, "memory": records.memory, "protocol": records.protocol,
+                   **asdict(rec)}
             lines.append(json.dumps(_strict(row), ensure_ascii=False, allow_nan=False))
     return lines
 
 
 def write_report(
-    records: EvalRecords, out_dir: Path, metrics: Mapping[str, Any] | None = None
+    records: EvalRecords, out_dir: Path, metrics: Mapping[str, Any] | None = None,
+    runs: Sequence[EvalRecords] = (), runs_metrics: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Path]:
     """Write the report folder; returns ``{"json", "markdown", "predictions", <plot keys>}``.
 
-    Existing report files in ``out_dir`` are replaced; nothing else there is touched.
+    ``runs``: every run of the evaluation, ``records`` first (several memory strategies or
+    protocols on the same queries), with their metrics in ``runs_metrics`` when already
+    computed. Existing report files in ``out_dir`` are replaced; nothing else there is touched.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = dict(metrics) if metrics is not None else compute_metrics(records)
+    runs = tuple(runs) or (records,)
+    if runs[0] is not records:
+        raise ValueError("write_report: runs must start with records")
+    all_metrics = list(runs_metrics) or [metrics, *(compute_metrics(r) for r in runs[1:])]
     paths = {
         "json": out_dir / REPORT_JSON,
         "markdown": out_dir / REPORT_MD,
@@ -371,11 +429,14 @@ def write_report(
     plots = _plots(metrics, records, out_dir)
     paths.update(plots)
     doc = {**metrics, "files": {k: p.name for k, p in paths.items()}}
+    if len(runs) > 1:  # every run's figures (PR curves only at the top, for the first)
+        doc["runs"] = [{k: v for k, v in m.items() if k != "pr_curves"} for m in all_metrics]
     _write_text(paths["json"],
                 json.dumps(_strict(doc), indent=1, ensure_ascii=False, allow_nan=False) + "\n")
-    lines = _prediction_lines(records)
+    lines = [line for run in runs for line in _prediction_lines(run)]
     _write_text(paths["predictions"], "\n".join(lines) + ("\n" if lines else ""))
-    _write_text(paths["markdown"], _markdown(metrics, plots))
+    _write_text(paths["markdown"], _markdown(metrics, plots, all_metrics if len(runs) > 1
+                                             else ()))
     logger.info("report written to %s (%s)", out_dir, ", ".join(p.name for p in paths.values()))
     return paths
 
@@ -399,18 +460,27 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return out + [""]
 
 
-def _markdown(metrics: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
+def _markdown(metrics: Mapping[str, Any], plots: Mapping[str, Path],
+              runs: Sequence[Mapping[str, Any]] = ()) -> str:
     details = metrics.get("details", {})
     lines = [f"# Ego evaluation report ({metrics['mode']})", ""]
-    settings = [(k, v) for k, v in details.items() if not isinstance(v, (dict, list))]
+    run = f"protocol `{metrics['protocol']}`, memory `{metrics['memory']}`"
+    lines += [f"Figures below: {run} ({metrics['protocol_summary']})."
+              + (" Every run is in the runs table." if runs else ""), ""]
+    settings = [(k, v) for k, v in details.items()
+                if not isinstance(v, (dict, list)) and k not in ("protocol", "memory")]
+    settings += [("protocol", metrics["protocol"]), ("memory", metrics["memory"])]
     settings += [("queries", metrics["queries"]), ("frames evaluated", metrics["frames_evaluated"]),
                  ("frames per clip", metrics["clip_frames"]), ("dropped", metrics["dropped"]),
                  ("concepts", ", ".join(metrics["concepts"])),
+                 ("skipped frames", metrics["skipped_frames"]["count"]),
                  ("elapsed (s)", metrics["elapsed_s"])]
     lines += _table(("setting", "value"), settings)
+    if runs:
+        lines += runs_markdown(runs, _table)
     rec = metrics.get("recognition")
     if rec is not None:
-        lines += ["## Recognition", "",
+        lines += [f"## Recognition ({run})", "",
                   "Every query is asked about every concept. Precision and recall are averaged "
                   "over concepts; F1 is computed from the two averages (paper §4.1).", ""]
         lines += _table(("precision", "recall", "F1", "mean AP"),
@@ -430,7 +500,7 @@ def _markdown(metrics: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
                       f"Recall undefined (no positive query; counted as 0): {no_r}.", ""]
     multi = metrics.get("multi_concept")
     if multi is not None:
-        lines += ["## Multi-concept recognition", "",
+        lines += [f"## Multi-concept recognition ({run})", "",
                   "A query counts for a concept group only when every concept of the group was "
                   "found.", ""]
         lines += _table(("precision", "recall", "F1", "accuracy"),
@@ -440,22 +510,29 @@ def _markdown(metrics: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
                          for g, m in multi["per_concept"].items()])
     vqa = metrics.get("vqa")
     if vqa is not None:
-        lines += ["## Visual question answering", "",
+        lines += [f"## Visual question answering ({run})", "",
                   "Multiple-choice accuracy by option letter. Open-ended answers are kept in "
                   f"`{PREDICTIONS}` for a judge model and not scored here.", ""]
         lines += _table(("accuracy", "questions", "unparsed", "open-ended"),
                         [(vqa["accuracy"], vqa["questions"], vqa["unparsed"], vqa["open_ended"])])
     cap = metrics.get("caption")
     if cap is not None:
-        lines += ["## Personalized captioning", "",
+        lines += [f"## Personalized captioning ({run})", "",
                   "Recall: fraction of captions naming every concept shown, per concept then "
                   "averaged.", ""]
         lines += _table(("recall", "recall (per query)", "captions", "false mention rate"),
                         [(cap["recall"], cap["recall_per_query"], cap["captions"],
                           cap["false_mention_rate"])])
+    tokens = metrics.get("in_context_tokens")
+    if tokens is not None:
+        lines += ["## Memory in context", ""]
+        lines += _table(("concept", "visual tokens", "text tokens", "views' visual tokens"),
+                        [(c, t["visual"], t["text"], t["view_tokens"])
+                         for c, t in tokens["per_concept"].items()])
+    lines += skipped_markdown(metrics, _table)
     latency = metrics.get("latency_ms", {})
     if latency:
-        lines += ["## Latency (ms)", ""]
+        lines += [f"## Latency (ms, {run})", ""]
         lines += _table(("task", "n", "p50", "p90", "p99", "mean", "max"),
                         [(t, v["n"], v["p50"], v["p90"], v["p99"], v["mean"], v["max"])
                          for t, v in latency.items()])

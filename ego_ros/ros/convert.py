@@ -22,6 +22,11 @@ The own converter supports (exact ROS encoding strings):
 decode correctly; bytes of ``data`` beyond ``step * height`` are ignored. Every returned array is
 a fresh C-contiguous ``[H, W, 3] uint8`` buffer that never aliases ``msg.data``: the node keeps
 frames in a ring buffer long after the message object is gone or reused.
+
+Before any pixel is decoded, the size a frame declares (``width``/``height``, or the PNG/JPEG
+header of a compressed one) is checked against an :class:`ImageLimits`: a pixel cap and the
+smallest side (the node passes ``image.max_pixels`` and the model's minimum). A refused frame
+raises :class:`FrameSizeError`, a kind of :class:`ImageConversionError`.
 """
 
 from __future__ import annotations
@@ -37,9 +42,12 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from ego_ros.imaging import (  # noqa: F401 (ImageConversionError, SUPPORTED_ENCODINGS: API)
+from ego_ros.imaging import (  # noqa: F401 (errors, limits, SUPPORTED_ENCODINGS: API)
+    DEFAULT_LIMITS,
     SUPPORTED_ENCODINGS,
+    FrameSizeError,
     ImageConversionError,
+    ImageLimits,
     compressed_to_rgb,
     raw_to_rgb,
     validated_bytes,
@@ -58,18 +66,21 @@ _OWN_ONLY = frozenset({"8UC3", "8UC1"})
 # --------------------------------------------------------------------------- raw images
 
 
-def image_msg_to_rgb(msg: Image, *, prefer_cv_bridge: bool = True) -> np.ndarray:
+def image_msg_to_rgb(msg: Image, *, prefer_cv_bridge: bool = True,
+                     limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Decode a ``sensor_msgs/Image`` into a fresh ``[H, W, 3] uint8`` RGB array.
 
     ``prefer_cv_bridge=False`` forces the project's own converter (tests use it to exercise that
     code on machines where ``cv_bridge`` exists). Raises :class:`ImageConversionError` for an
     unknown encoding, zero width/height, a ``step`` shorter than a row of pixels, or ``data``
-    shorter than ``step * height``.
+    shorter than ``step * height``; :class:`FrameSizeError` (a kind of it) when
+    ``width x height`` is outside ``limits``, whichever converter is active.
     """
     encoding = str(msg.encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     bridge = _cv_bridge() if prefer_cv_bridge and encoding not in _OWN_ONLY else None
-    flat = validated_bytes(msg, encoding, height, width, step, bridge is not None)  # [N] uint8
+    flat = validated_bytes(msg, encoding, height, width, step, bridge is not None,
+                           limits)  # [N] uint8
     if bridge is not None:
         return _via_cv_bridge(bridge, msg, flat)
     return raw_to_rgb(msg, flat)  # already validated: no second pass over the message
@@ -154,10 +165,13 @@ def rgb_to_image_msg(
 # --------------------------------------------------------------------------- compressed images
 
 
-def compressed_msg_to_rgb(msg: CompressedImage) -> np.ndarray:
+def compressed_msg_to_rgb(msg: CompressedImage, *,
+                          limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Decode a JPEG/PNG ``sensor_msgs/CompressedImage`` into ``[H, W, 3] uint8`` RGB (grey
-    comes back as three equal channels; ``compressedDepth`` images are refused)."""
-    return compressed_to_rgb(msg)
+    comes back as three equal channels; ``compressedDepth`` images and other formats are
+    refused). The size its header declares is checked against ``limits`` before decoding
+    (:class:`FrameSizeError`)."""
+    return compressed_to_rgb(msg, limits=limits)
 
 
 def rgb_to_compressed_msg(

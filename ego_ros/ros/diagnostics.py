@@ -118,13 +118,16 @@ def make_array(stamp, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
 
 
 def camera_level(last_frame_age_s: float | None, max_age_s: float, conversion_errors: int,
-                 last_error: str, stalled: str) -> tuple[int, str]:
+                 last_error: str, stalled: str, refused_size: int = 0) -> tuple[int, str]:
     """Level and message of the camera input: WARN when no frame arrived within ``max_age_s``
-    (``stalled`` says so) or some frames could not be converted, else OK."""
+    (``stalled`` says so) or some frames could not be converted (``refused_size`` of them for
+    their declared size: over the pixel cap or under the model's minimum), else OK."""
     if last_frame_age_s is None or last_frame_age_s > max_age_s:
         return WARN, stalled
     if conversion_errors:
-        return WARN, f"{conversion_errors} frame(s) could not be converted; last: {last_error}"
+        why = f" ({refused_size} refused for their size)" if refused_size else ""
+        return WARN, (f"{conversion_errors} frame(s) could not be converted{why}; "
+                      f"last: {last_error}")
     return OK, "receiving frames"
 
 
@@ -140,6 +143,27 @@ def engine_level(remote: bool, healthy: bool, ever_answered: bool, error: str,
     if error:
         return WARN, error
     return OK, "engine ready"
+
+
+# Skipped concepts named one per KeyValue on /diagnostics; ~/list_concepts lists them all.
+MAX_SKIPPED_LISTED = 16
+
+
+def store_level(skipped: list | None) -> tuple[int, str, dict[str, Any]]:
+    """Level, message and values of the concept store, from the engine's skipped concepts
+    (``SkippedConcept`` list; None when a worker has not told yet): WARN while any stored
+    concept is skipped, naming them; each reason (with its fix) is a value ``skipped: NAME``."""
+    if skipped is None:
+        return OK, "skipped concepts not known yet: the worker has not answered", {
+            "concepts_skipped": None}
+    if not skipped:
+        return OK, "every stored concept loaded", {"concepts_skipped": 0}
+    names = ", ".join(repr(s.name) for s in skipped[:4]) + (", ..." if len(skipped) > 4 else "")
+    message = (f"{len(skipped)} stored concept(s) skipped and never used: {names}; forget "
+               "(~/forget_concept), rebind or re-introduce them (the reasons: ~/list_concepts)")
+    return WARN, message, {"concepts_skipped": len(skipped),
+                           **{f"skipped: {s.name}": s.reason
+                              for s in skipped[:MAX_SKIPPED_LISTED]}}
 
 
 def status_values(status: DiagnosticStatus) -> dict[str, str]:
@@ -159,4 +183,5 @@ __all__ = [
     "make_array",
     "make_status",
     "status_values",
+    "store_level",
 ]

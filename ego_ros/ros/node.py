@@ -4,9 +4,11 @@
 
 Data flow (one class, callbacks only convert and hand off)::
 
-    image / image/compressed --convert--> FrameBuffer (ring, by count and by stamp age)
+    image / image/compressed --convert--> FrameBuffer (ring, by count, bytes and stamp age)
         (subscribed with the publishers' reliability, see ego_ros.ros.qos; header stamps feed
         the delivery check on /diagnostics)
+        (the declared size is checked first: over image.max_pixels or under the model's
+        smallest side, a frame is refused undecoded and counted as a conversion error)
     clip timer (clip.period_s) marks a clip due; the next frame cuts it with sample_clip
         --> LatestSlot (queue of one: newest clip wins)
     inference thread --engine.recognize / ask--> ~/recognition, ~/answer
@@ -15,6 +17,7 @@ Data flow (one class, callbacks only convert and hand off)::
         down or busy waits for the next clip)
     ~/introduce_concept, ~/ask, ~/list_concepts, ~/forget_concept --> engine
     diagnostics timer --> /diagnostics
+    Ctrl-C / SIGTERM (main): inference thread stopped -> executor -> node -> rclpy context
 
 Threads: the camera subscription and the clip timer share a mutually exclusive callback group
 (both are short); services run in a reentrant group, so on the ``MultiThreadedExecutor`` a long
@@ -49,17 +52,20 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
 from ego_interfaces.msg import Answer, ConceptDetection, Recognition
 from ego_interfaces.srv import Ask, ForgetConcept, IntroduceConcept, ListConcepts
 from ego_ros.backends.base import BackendError
+from ego_ros.core import limits
 from ego_ros.core.engine import EngineBusy, UnknownConcept
 from ego_ros.core.names import InvalidConceptName
 from ego_ros.core.store import StoreError
 from ego_ros.core.types import RecognitionResult
 from ego_ros.ros.convert import (
+    FrameSizeError,
     ImageConversionError,
     compressed_msg_to_rgb,
     image_msg_to_rgb,
@@ -74,8 +80,9 @@ from ego_ros.ros.diagnostics import (
     engine_level,
     make_array,
     make_status,
+    store_level,
 )
-from ego_ros.ros.executor import EgoExecutor
+from ego_ros.ros.executor import EgoExecutor, spin_until, stop_signals
 from ego_ros.ros.params import (
     SPECS,
     NodeSettings,
@@ -99,7 +106,7 @@ OVERLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # RemoteError types whose message is already written for a person.
 _PLAIN_REMOTE = {"UnknownConcept", "InvalidConceptName", "ValueError", "KeyError",
-                 "ConceptNotFound"}
+                 "ConceptNotFound", "LimitExceeded"}
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,8 @@ class EgoNode(ServicesMixin, Node):
         s = self._settings
         self._engine, self._service_engine = self._make_engines(s)
         self._remote = bool(s.endpoint)
-        self._buffer = FrameBuffer(s.buffer_max_frames, s.buffer_max_age_s)
+        self._buffer = FrameBuffer(s.buffer_max_frames, s.buffer_max_age_s,
+                                   max_bytes=s.buffer_max_bytes)
         self._slot: LatestSlot[_ClipJob] = LatestSlot()
         self._questions: collections.deque[str] = collections.deque()
         self._questions_lock = threading.Lock()
@@ -129,9 +137,13 @@ class EgoNode(ServicesMixin, Node):
         self._sample_age_ms, self._handoff_ms = LatencyWindow(), LatencyWindow()
         self._counts = collections.Counter()
         self._last_conversion_error = ""
+        self._last_refused = ""  # why the last question on ~/question was refused
         self._engine_error = ""  # last engine failure, cleared by the next success
         self._clip_due = False  # set by the clip timer, cleared by the next frame
         self._stopping = threading.Event()
+        # Held around every publish of the inference thread, and while stop() raises
+        # _stopping: once stop() returns that thread never publishes again.
+        self._publish_lock = threading.Lock()
         self._destroyed = False
 
         stream_group = MutuallyExclusiveCallbackGroup()
@@ -256,17 +268,20 @@ class EgoNode(ServicesMixin, Node):
     def _on_image_compressed(self, msg: CompressedImage) -> None:
         self._ingest(msg, compressed_msg_to_rgb)
 
-    def _ingest(self, msg: Any, convert: Callable[[Any], np.ndarray]) -> None:
-        """Convert and buffer one frame. Nothing may escape: the executor re-raises a
-        callback's exception and would take the whole node down for one odd frame."""
+    def _ingest(self, msg: Any, convert: Callable[..., np.ndarray]) -> None:
+        """Convert (within the size limits) and buffer one frame. Nothing may escape: the
+        executor re-raises a callback's exception and would take the whole node down for one
+        odd frame."""
         received_ns = self.get_clock().now().nanoseconds
         self._input_rate.tick()
         try:
             self._delivery.add(stamp_to_ns(msg.header.stamp))  # delivered, even if unreadable
-            rgb = convert(msg)  # [H, W, 3] uint8
+            rgb = convert(msg, limits=self._settings.image_limits)  # [H, W, 3] uint8
             stamp_ns = stamp_to_ns(msg.header.stamp) or received_ns  # unstamped: arrival time
             frame = Frame(rgb, stamp_ns, msg.header.frame_id, received_ns)
         except ImageConversionError as exc:
+            if isinstance(exc, FrameSizeError):
+                self._counts["frames_refused_size"] += 1
             self._conversion_failed(str(exc))
             return
         except Exception as exc:  # a converter bug (cv_bridge, OpenCV): still only one frame
@@ -290,9 +305,13 @@ class EgoNode(ServicesMixin, Node):
             throttle_duration_sec=_THROTTLE_S)
 
     def _on_question(self, msg: String) -> None:
-        question = msg.data.strip()
-        if not question:
-            self.get_logger().warning("ignoring an empty question on ~/question")
+        try:  # limits.MAX_QUESTION_CHARS, checked before the question is queued
+            question = limits.check_question(msg.data)
+        except ValueError as exc:
+            self._counts["questions_refused"] += 1
+            self._last_refused = str(exc)
+            self.get_logger().warning(f"ignoring a question on ~/question: {exc}",
+                                      throttle_duration_sec=_THROTTLE_S)
             return
         with self._questions_lock:
             if len(self._questions) >= self._settings.max_questions:
@@ -344,8 +363,17 @@ class EgoNode(ServicesMixin, Node):
                 try:
                     self._process(job)
                 except Exception as exc:  # the loop must outlive any one clip
-                    self.get_logger().error(f"clip failed: {type(exc).__name__}: {exc}",
-                                            throttle_duration_sec=_THROTTLE_S)
+                    if not self._stopping.is_set():
+                        self.get_logger().error(f"clip failed: {type(exc).__name__}: {exc}",
+                                                throttle_duration_sec=_THROTTLE_S)
+
+    def _publish(self, publisher: Any, msg: Any) -> bool:
+        """Publish from the inference thread unless the node is stopping (then False)."""
+        with self._publish_lock:
+            if self._stopping.is_set():
+                return False
+            publisher.publish(msg)
+            return True
 
     def _call(self, what: str, fn: Callable[[], Any]) -> tuple[Any, Exception | None]:
         """Run an engine call from the clip loop: (result, None), or (None, the exception)
@@ -409,8 +437,8 @@ class EgoNode(ServicesMixin, Node):
             if ok:
                 self._engine_ms.add(result.latency_ms)
                 ok = not self._stale(job, stream)
-            if ok:
-                self._recognition_pub.publish(self._recognition_msg(header, job, result))
+            if ok and self._publish(self._recognition_pub,
+                                    self._recognition_msg(header, job, result)):
                 self._counts["recognitions"] += 1
         while ok:  # questions wait for the next clip while the engine fails
             with self._questions_lock:
@@ -428,9 +456,10 @@ class EgoNode(ServicesMixin, Node):
                 else:
                     self._counts["questions_failed"] += 1
                 break
-            self._answer_pub.publish(Answer(header=header, question=question,
-                                            answer=answer.answer, concepts=answer.concepts,
-                                            latency_ms=float(answer.latency_ms)))
+            if not self._publish(self._answer_pub, Answer(
+                    header=header, question=question, answer=answer.answer,
+                    concepts=answer.concepts, latency_ms=float(answer.latency_ms))):
+                break  # stopping
             self._counts["answers"] += 1
 
     def _recognition_msg(self, header: Header, job: _ClipJob,
@@ -492,11 +521,12 @@ class EgoNode(ServicesMixin, Node):
                                     throttle_duration_sec=_THROTTLE_S)
 
     def diagnostics(self) -> list[DiagnosticStatus]:
-        """The node's ``DiagnosticStatus`` list: camera input, clips, engine."""
+        """The node's ``DiagnosticStatus`` list: camera input, clips, engine, concept store."""
         prefix, counts, max_age_s = self.get_name(), self._counts, self._stream.clip.max_age_s
         age = self._input_rate.age()
         level, message = camera_level(age, max_age_s, counts["conversion_errors"],
-                                      self._last_conversion_error, self._no_frames(max_age_s))
+                                      self._last_conversion_error, self._no_frames(max_age_s),
+                                      counts["frames_refused_size"])
         rate = self._input_rate.rate()
         delivery = self._delivery.estimate(self._settings.expected_rate_hz)
         level, message = transport_level(
@@ -511,9 +541,12 @@ class EgoNode(ServicesMixin, Node):
             "incompatible_publishers": self._camera.incompatible,
             "frames_received": self._input_rate.total,
             "conversion_errors": counts["conversion_errors"],
+            "frames_refused_size": counts["frames_refused_size"],
             "ingest_errors": counts["ingest_errors"],
             "last_conversion_error": self._last_conversion_error,
-            "last_frame_age_s": age, "buffered_frames": len(self._buffer)})
+            "last_frame_age_s": age, "buffered_frames": len(self._buffer),
+            "buffered_bytes": self._buffer.nbytes,
+            "buffer_evicted_by_bytes": self._buffer.dropped_by_bytes})
         clips = make_status(f"{prefix}: clips", OK, "sampling clips", {
             "clip_rate_hz": self._clip_rate.rate(), "clips_sampled": self._clip_rate.total,
             "clips_skipped": self._slot.skipped, "clips_stale": counts["clips_stale"],
@@ -522,6 +555,8 @@ class EgoNode(ServicesMixin, Node):
             "answers_published": counts["answers"], "pending_questions": len(self._questions),
             "questions_dropped": counts["questions_dropped"],
             "questions_failed": counts["questions_failed"],
+            "questions_refused": counts["questions_refused"],
+            "last_question_refused": self._last_refused,
             **self._sample_age_ms.summary("sample_age"), **self._handoff_ms.summary("handoff")})
         values: dict[str, Any] = {
             "mode": "remote" if self._remote else "in-process",
@@ -539,18 +574,29 @@ class EgoNode(ServicesMixin, Node):
             values.update({k: health.get(k) for k in ("family", "device", "dtype", "concepts")})
         level, message = engine_level(self._remote, healthy, last_ok is not None,
                                       self._engine_error, self._settings.endpoint)
-        return [camera, clips, make_status(f"{prefix}: engine", level, message, values)]
+        store = make_status(f"{prefix}: concept store", *store_level(self._skipped_concepts()))
+        return [camera, clips, make_status(f"{prefix}: engine", level, message, values), store]
 
     # -- shutdown ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop the inference thread (idempotent): no clip starts, the one in flight may finish
+        but publishes nothing, and the thread is joined. Call it while the rclpy context is
+        still valid (``main`` does, before the executor and the context go)."""
+        with self._publish_lock:
+            first = not self._stopping.is_set()
+            self._stopping.set()
+        self._slot.close()
+        if first:
+            self._thread.join(timeout=max(10.0, self._settings.timeout_s))
+            if self._thread.is_alive():
+                self.get_logger().warning("inference thread still busy at shutdown; it will "
+                                          "publish nothing more")
+
     def destroy_node(self) -> None:
         """Stop the inference thread, close worker connections, then destroy the node."""
         if not self._destroyed:
             self._destroyed = True
-            self._stopping.set()
-            self._slot.close()
-            self._thread.join(timeout=max(10.0, self._settings.timeout_s))
-            if self._thread.is_alive():
-                self.get_logger().warning("inference thread still busy at shutdown")
+            self.stop()
             if self._remote:
                 self._engine.close()
                 self._service_engine.close()
@@ -558,14 +604,22 @@ class EgoNode(ServicesMixin, Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Console script ``ego_node``: spin an :class:`EgoNode` on a multi-threaded executor."""
-    rclpy.init(args=args)
+    """Console script ``ego_node``: spin an :class:`EgoNode` on a multi-threaded executor.
+
+    Ctrl-C and SIGTERM stop it in order, exit status 0: the inference thread first, then the
+    executor, the node and the rclpy context. (rclpy's own signal handlers would shut the
+    context down at once, under a clip still being published: they are not installed.)
+    """
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
-        node = EgoNode()
+        node = EgoNode()  # Ctrl-C while the model loads: KeyboardInterrupt, nothing to stop yet
         executor = EgoExecutor(num_threads=6)
         executor.add_node(node)
-        executor.spin()
+        with stop_signals() as stop:
+            spin_until(executor, stop)
+            node.stop()
+            executor.shutdown(timeout_sec=5.0)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, OSError, BackendError, StoreError) as exc:

@@ -31,9 +31,11 @@ from rcl_interfaces.msg import (
 )
 from rclpy.node import Node
 
-from ego_ros.backends.base import BackendConfig
+from ego_ros.backends.base import MIN_IMAGE_SIDE, BackendConfig
 from ego_ros.core.engine import MODES, EngineConfig
+from ego_ros.core.limits import MAX_VIEWS
 from ego_ros.core.scoring import Thresholds
+from ego_ros.image_header import DEFAULT_MAX_PIXELS, MAX_PIXELS_LIMIT, ImageLimits
 from ego_ros.ros.qos import RELIABILITY_CHOICES
 from ego_ros.serving.remote import WorkerExpectation
 from ego_ros.serving.rpc import CurveClientKeys
@@ -103,11 +105,18 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model.max_image_tokens", 0, "Cap on the visual tokens of one image or frame "
               "pair for dynamic-resolution families (Qwen2.5-VL); 0 keeps the checkpoint's own "
               "limit.", read_only=True, low=0, high=100000),
+    ParamSpec("model.allow_pickle_weights", False, "Load a model.path folder that has only "
+              "pickled .bin weights (unpickling can run code from the file: only for "
+              "checkpoints you trust); false: safetensors weights only.", read_only=True),
     ParamSpec("store.dir", "~/.ego_ros/store", "Folder of the concept memories (created if "
               "missing). Unused when engine.endpoint is set.", read_only=True),
     ParamSpec("image.compressed", False, "Subscribe to image/compressed "
               "(sensor_msgs/CompressedImage, JPEG/PNG) instead of image (sensor_msgs/Image).",
               read_only=True),
+    ParamSpec("image.max_pixels", DEFAULT_MAX_PIXELS, "Frames declaring more pixels (width x "
+              "height, read from the PNG/JPEG header before decoding) are refused and counted "
+              "as conversion errors; frames under the model's minimum side (8) are too.",
+              read_only=True, low=64, high=MAX_PIXELS_LIMIT),
     ParamSpec("qos.reliability", "auto", "Camera subscription reliability. auto: match "
               "the topic's publishers (reliable when all are, else best_effort), subscribing "
               "once one is seen and again when they change. reliable or best_effort force it: "
@@ -122,6 +131,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               low=1, high=1000),
     ParamSpec("buffer.max_frames", 90, "Most frames kept in the ring buffer.", read_only=True,
               low=1, high=10000),
+    ParamSpec("buffer.max_bytes", 1 << 30, "Most bytes of decoded pixels (3 per pixel) kept in "
+              "the ring buffer; the oldest frames are evicted beyond it. Must hold one frame of "
+              "image.max_pixels.", read_only=True, low=1 << 20, high=1 << 40),
     ParamSpec("buffer.max_age_s", 5.0, "Frames stamped more than this before the newest are "
               "dropped from the buffer; must cover clip.window_s.", read_only=True,
               low=0.01, high=3600.0),
@@ -131,9 +143,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               low=1, high=64),
     ParamSpec("clip.window_s", 2.0, "Seconds of stream (header stamps) a clip spans.",
               low=0.0, high=3600.0),
-    ParamSpec("clip.max_age_s", 1.0, "Frames received longer ago than this (node clock) are "
-              "never used, so a stalled camera produces no recognitions.", low=0.01,
-              high=3600.0),
+    ParamSpec("clip.max_age_s", 2.5, "Frames received longer ago than this (node clock) are "
+              "never used, so a stalled camera produces no recognitions; must cover "
+              "clip.window_s.", low=0.01, high=3600.0),
     ParamSpec("tasks.recognize", True, "Recognise the known concepts in every clip."),
     ParamSpec("tasks.caption", False, "Add a personalized caption to every Recognition."),
     ParamSpec("recognition.mode", "per-concept", "per-concept: a scored yes/no question per "
@@ -173,7 +185,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               "old news. Raise it for a model slower than this per clip.", low=0.01,
               high=3600.0),
     ParamSpec("introduce.num_frames", 3, "Captured frames used as reference views when an "
-              "introduce_concept request has no images and num_frames 0.", low=1, high=64),
+              "introduce_concept request has no images and num_frames 0 (at most "
+              f"{MAX_VIEWS}, the views one introduction takes).", low=1, high=MAX_VIEWS),
     ParamSpec("introduce.max_age_s", 5.0, "Captured frames received longer ago than this are "
               "not used as reference views.", low=0.01, high=3600.0),
     ParamSpec("questions.max_pending", 8, "Questions on ~/question waiting for the next clip; "
@@ -221,7 +234,9 @@ class NodeSettings:
     qos_reliability: str  # auto, reliable or best_effort (see ego_ros.ros.qos)
     qos_depth: int
     expected_rate_hz: float  # 0 = estimate the camera's rate from header stamps
+    image_limits: ImageLimits  # image.max_pixels and the model's smallest side
     buffer_max_frames: int
+    buffer_max_bytes: int
     buffer_max_age_s: float
     max_questions: int
     diagnostics_period_s: float
@@ -258,6 +273,12 @@ def stream_settings(values: Mapping[str, Any]) -> StreamSettings:
         raise ValueError(f"clip.window_s ({clip.window_s}) exceeds buffer.max_age_s "
                          f"({v['buffer.max_age_s']}): the buffer would drop frames before a "
                          "clip spans its window")
+    if clip.window_s > clip.max_age_s:
+        raise ValueError(f"clip.window_s ({clip.window_s}) exceeds clip.max_age_s "
+                         f"({clip.max_age_s}): frames received more than clip.max_age_s ago are "
+                         f"never used, so clips would span at most about {clip.max_age_s} s; "
+                         "raise clip.max_age_s (a little above clip.window_s) or lower "
+                         "clip.window_s")
     if clip.num_frames > v["buffer.max_frames"]:
         raise ValueError(f"clip.num_frames ({clip.num_frames}) exceeds buffer.max_frames "
                          f"({v['buffer.max_frames']})")
@@ -312,7 +333,13 @@ def settings_from_parameters(values: Mapping[str, Any]) -> NodeSettings:
         family = v["model.family"]
         backend = BackendConfig(Path(path), family=family, dtype=v["model.dtype"],
                                 device=v["model.device"],
-                                max_image_tokens=v["model.max_image_tokens"] or None)
+                                max_image_tokens=v["model.max_image_tokens"] or None,
+                                allow_pickle_weights=v["model.allow_pickle_weights"])
+    if v["buffer.max_bytes"] < 3 * v["image.max_pixels"]:
+        raise ValueError(f"buffer.max_bytes ({v['buffer.max_bytes']}) cannot hold one frame of "
+                         f"image.max_pixels ({v['image.max_pixels']} pixels x 3 bytes = "
+                         f"{3 * v['image.max_pixels']}); raise it or lower image.max_pixels")
+    image_limits = ImageLimits(v["image.max_pixels"], MIN_IMAGE_SIDE, "image.max_pixels")
     store = v["store.dir"].strip()
     if not store and not endpoint:
         raise ValueError("store.dir is empty; give a folder for the concept memories")
@@ -328,6 +355,7 @@ def settings_from_parameters(values: Mapping[str, Any]) -> NodeSettings:
         connect_timeout_s=float(v["engine.connect_timeout_s"]), compressed=v["image.compressed"],
         qos_reliability=v["qos.reliability"], qos_depth=v["qos.depth"],
         expected_rate_hz=float(v["qos.expected_rate_hz"]), buffer_max_frames=v["buffer.max_frames"],
+        image_limits=image_limits, buffer_max_bytes=v["buffer.max_bytes"],
         buffer_max_age_s=float(v["buffer.max_age_s"]), max_questions=v["questions.max_pending"],
         diagnostics_period_s=float(v["diagnostics.period_s"]))
 

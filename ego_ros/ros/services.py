@@ -3,8 +3,10 @@
     ~/introduce_concept  learn a concept from request images or the newest camera frames
     ~/ask                answer a question about the current camera clip, or the clip
                          ending at a buffered frame named by its stamp
-    ~/list_concepts      the stored concepts with their token and view counts
-    ~/forget_concept     delete a stored concept
+    ~/list_concepts      the stored concepts with their token and view counts, and the
+                         stored concepts skipped at load with why (another model's memory,
+                         a corrupt file, a malformed manifest entry)
+    ~/forget_concept     delete a stored concept, a skipped one included
 
 They live apart from the node's stream and clip loop because they share none of its state
 beyond the frame buffer and the service engine; the node registers them in a reentrant
@@ -17,6 +19,7 @@ import numpy as np
 from std_msgs.msg import Header
 
 from ego_interfaces.srv import Ask, ForgetConcept, IntroduceConcept, ListConcepts
+from ego_ros.core import limits
 from ego_ros.core.names import InvalidConceptName, validate_concept_name
 from ego_ros.core.overlay import draw_selection_overlay
 from ego_ros.core.parsing import parse_options
@@ -41,7 +44,8 @@ class ServicesMixin:
 
     Relies on these members of the node, all set up in ``EgoNode.__init__``:
     ``get_logger()`` and ``get_clock()`` (from ``rclpy.node.Node``); ``_stream`` (live
-    ``StreamSettings``), ``_buffer`` (``FrameBuffer``), ``_service_engine`` (the engine used
+    ``StreamSettings``), ``_settings`` (``NodeSettings``: the image size limits),
+    ``_buffer`` (``FrameBuffer``), ``_service_engine`` (the engine used
     by services, never the clip loop's), ``_overlay_pub`` (``~/concept_overlay``); and the
     node's ``_sample()`` (cut a clip from the buffer), ``_no_frames(max_age_s)`` (why there
     is no fresh frame) and ``_explain(exc, what)`` (an actionable message for an engine
@@ -60,17 +64,20 @@ class ServicesMixin:
     def _on_introduce_concept(self, request: IntroduceConcept.Request,
                               response: IntroduceConcept.Response) -> IntroduceConcept.Response:
         response.success = False
+        stream = self._stream
         try:
             name = validate_concept_name(request.name)
-        except InvalidConceptName as exc:
+            # before any image is converted or frame copied (limits.MAX_VIEWS)
+            limits.check_views(len(request.images) or request.num_frames
+                               or stream.introduce_num_frames)
+        except ValueError as exc:  # InvalidConceptName, LimitExceeded
             response.message = str(exc)
             return response
-        stream = self._stream
         if request.images:
             images, headers = [], []
             for index, msg in enumerate(request.images):
                 try:
-                    images.append(image_msg_to_rgb(msg))
+                    images.append(image_msg_to_rgb(msg, limits=self._settings.image_limits))
                 except Exception as exc:  # ImageConversionError, or a converter bug
                     reason = str(exc) if isinstance(exc, ImageConversionError) else (
                         f"unexpected {type(exc).__name__}: {exc}")
@@ -120,11 +127,13 @@ class ServicesMixin:
 
     def _on_ask(self, request: Ask.Request, response: Ask.Response) -> Ask.Response:
         response.success = False
-        question = request.question.strip()
-        if not question:
-            response.message = "the question is empty; ask something about the camera view"
+        try:  # sizes first (limits.MAX_QUESTION_CHARS, ...): nothing long is parsed or queued
+            question = limits.check_question(request.question)
+        except ValueError as exc:
+            response.message = str(exc)
             return response
         try:
+            limits.check_options(list(request.options))
             options = parse_options(list(request.options))
         except ValueError as exc:
             response.message = f"bad options: {exc}"
@@ -174,17 +183,32 @@ class ServicesMixin:
                           response: ListConcepts.Response) -> ListConcepts.Response:
         try:
             infos = self._service_engine.concepts()
+            skipped = self._service_engine.skipped_concepts()
         except Exception as exc:
             response.success = False
             response.message = f"could not list the concepts: {self._explain(exc, 'list_concepts')}"
             self.get_logger().error(f"list_concepts: {response.message}")
             return response
         response.success = True
-        response.message = f"{len(infos)} concept(s)"
+        response.message = f"{len(infos)} concept(s)" + (
+            f"; {len(skipped)} stored concept(s) skipped, see skipped_reasons: forget, rebind "
+            "or re-introduce them" if skipped else "")
         response.names = [c.name for c in infos]
         response.num_tokens = [int(c.num_tokens) for c in infos]
         response.num_views = [int(c.num_views) for c in infos]
+        response.skipped_names = [s.name for s in skipped]
+        response.skipped_reasons = [s.reason for s in skipped]
         return response
+
+    def _skipped_concepts(self) -> list | None:
+        """The engine's skipped concepts without waiting on it (for /diagnostics): asked of
+        the in-process engine, else the newest that either worker client has heard (None:
+        the worker has not told yet)."""
+        if not self._remote:
+            return self._service_engine.skipped_concepts()
+        heard = [k for k in (self._service_engine.known_skipped(), self._engine.known_skipped())
+                 if k is not None]
+        return max(heard, key=lambda k: k[0])[1] if heard else None
 
     def _on_forget_concept(self, request: ForgetConcept.Request,
                            response: ForgetConcept.Response) -> ForgetConcept.Response:
@@ -197,7 +221,7 @@ class ServicesMixin:
         except InvalidConceptName as exc:
             response.message = f"{exc}; call ~/list_concepts for the names"
             return response
-        try:
+        try:  # a concept skipped at load (another model's, corrupt) is forgotten too
             forgotten = self._service_engine.forget(name)
             known = [] if forgotten else [c.name for c in self._service_engine.concepts()]
         except Exception as exc:

@@ -21,6 +21,7 @@ from ego_ros.serving.common import (
     WorkerUnavailable,
     _positive,
     is_local_endpoint,
+    transport_limit,
 )
 from ego_ros.serving.wire import (
     DEFAULT_LIMITS,
@@ -45,8 +46,10 @@ class RpcClient:
     ``timeout_s`` bounds each call's wait for its reply; ``connect_timeout_s`` bounds the
     ``hello`` handshake done before the first call and after any failure. ``heartbeat_s > 0``
     adds ZeroMQ-level heartbeats (a silent peer is dropped after three intervals) and a
-    background thread that pings the worker when idle, keeping :attr:`healthy` current.
-    :attr:`last_ok` is the ``time.monotonic()`` of the last answer, None before any.
+    background thread that pings the worker when idle (or says ``hello`` when a handshake is
+    due), keeping :attr:`healthy` and :attr:`server_info` current. :attr:`last_ok` is the
+    ``time.monotonic()`` of the last answer, None before any; :attr:`server_info_at` that of
+    the last ``hello``.
     ``check_hello(params)`` vets every handshake: a ValueError it raises refuses the worker
     (:class:`WorkerMismatch` with its message) until a handshake passes.
     """
@@ -85,6 +88,7 @@ class RpcClient:
         self._closed = threading.Event()
         self.last_ok: float | None = None
         self.server_info: dict[str, Any] | None = None
+        self.server_info_at: float | None = None  # time.monotonic() of that hello
         self._heartbeat: threading.Thread | None = None
         if self._heartbeat_s > 0:
             self._heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True,
@@ -170,7 +174,7 @@ class RpcClient:
         if reply.params.get("protocol") != PROTOCOL_VERSION:
             raise WireError(f"worker at {self.endpoint} speaks protocol "
                             f"{reply.params.get('protocol')!r}, this client {PROTOCOL_VERSION}")
-        self.server_info = reply.params
+        self.server_info, self.server_info_at = reply.params, time.monotonic()
         if self._check_hello is not None:
             try:
                 self._check_hello(reply.params)
@@ -188,7 +192,9 @@ class RpcClient:
             sock.linger = 0
             sock.reconnect_ivl = 100
             sock.reconnect_ivl_max = 2000  # a restarted worker is found within ~2 s
-            sock.maxmsgsize = self._limits.max_bytes
+            # An oversized reply is received and refused by the decoder with its size, rather
+            # than dropped by libzmq with the connection (see common.transport_limit).
+            sock.maxmsgsize = transport_limit(self._limits)
             if "[" in self.endpoint:
                 sock.ipv6 = True
             if self._heartbeat_s > 0:
@@ -252,6 +258,7 @@ class RpcClient:
         sock = self._socket()
         msg_id = f"{self._tag}-{next(self._ids)}"
         frames = encode(kind, msg_id, method, params, arrays, limits=self._limits)
+        self._check_worker_limit(frames, what)
         try:
             sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:
@@ -291,6 +298,19 @@ class RpcClient:
                                 f"{reply.kind!r}, expected {expect!r}")
             return reply
 
+    def _check_worker_limit(self, frames: Sequence[Any], what: str) -> None:
+        """Refuse, before sending, a request over the limit the worker announced in ``hello``
+        (a client configured with larger limits than its worker): it would be refused anyway,
+        after the transfer, or dropped unanswered beyond the worker's transport limit."""
+        limit = (self.server_info or {}).get("max_bytes")
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            return
+        size = sum(memoryview(f).nbytes for f in frames)
+        if size > limit:
+            raise WireError(f"{what} request of {size} bytes exceeds the worker's limit of "
+                            f"{limit} bytes (WireLimits.max_bytes at {self.endpoint}); send "
+                            "fewer or smaller images")
+
     def _heartbeat_loop(self) -> None:
         while not self._closed.wait(self._heartbeat_s):
             if self.last_ok is not None and time.monotonic() - self.last_ok < self._heartbeat_s:
@@ -300,8 +320,11 @@ class RpcClient:
             try:
                 if not self._closed.is_set():
                     self._read_events()
-                    self._exchange("ping", "", None, (),
-                                   min(self._connect_timeout_s, self._heartbeat_s), "pong")
+                    wait_s = min(self._connect_timeout_s, self._heartbeat_s)
+                    if self._need_hello:  # (re)connected: learn the worker's info right away
+                        self._hello_locked(wait_s)
+                    else:
+                        self._exchange("ping", "", None, (), wait_s, "pong")
             except (RpcError, WireError) as exc:
                 logger.debug("heartbeat to %s failed: %s", self.endpoint, exc)
             finally:

@@ -1,4 +1,5 @@
-"""What the RPC server and client share: their errors, CurveZMQ keys, endpoint checks."""
+"""What the RPC server and client share: their errors, CurveZMQ keys, endpoint checks, and
+the per-frame limit they give ZeroMQ (:func:`transport_limit`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,27 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
+
+from ego_ros.serving.wire import WireLimits
+
+# Why the socket limit is larger than the message limit. ZeroMQ's ZMQ_MAXMSGSIZE bounds each
+# *frame* a socket accepts, and a peer that sends a larger frame is disconnected inside libzmq
+# before the application sees a byte: nobody can answer it, and the sender only sees its
+# connection drop (or, with a bare socket, waits for a timeout). So the wire limit
+# (``WireLimits.max_bytes``, the whole message) is enforced by the decoder, which answers with a
+# WireError naming the size, and the socket gets TRANSPORT_FACTOR times that: a request up to
+# that much too large is received, refused with that error and freed. Only a frame beyond it is
+# still dropped unanswered, and an RpcClient never sends one (it checks its own limits and the
+# limit the worker announces in ``hello`` before sending). Memory stays bounded per frame, at
+# TRANSPORT_FACTOR * max_bytes (512 MiB by default), the price of answering. ZeroMQ bounds frames,
+# not the number of frames of one message: what keeps an unknown peer from sending many is the
+# endpoint (loopback) or CurveZMQ, whose handshake comes before any message is accepted.
+TRANSPORT_FACTOR = 2
+
+
+def transport_limit(limits: WireLimits) -> int:
+    """The ZMQ_MAXMSGSIZE (bytes per frame) of a socket whose messages obey ``limits``."""
+    return TRANSPORT_FACTOR * limits.max_bytes
 
 
 class RpcError(RuntimeError):
@@ -87,6 +109,8 @@ def generate_curve_keys(directory: Path, name: str) -> tuple[Path, Path]:
     """
     Path(directory).mkdir(parents=True, exist_ok=True)
     public, secret = zmq.auth.create_certificates(str(directory), name)
+    # pyzmq writes both with the umask's mode (often world-readable): the secret is private.
+    Path(secret).chmod(0o600)
     return Path(public), Path(secret)
 
 

@@ -7,6 +7,10 @@ engine's API and the RPC transport.
 - :func:`engine_handler` turns a real engine into an :class:`~ego_ros.serving.rpc.RpcServer`
   handler, exposing only the whitelisted :data:`ENGINE_METHODS`.
 
+A stored concept the worker's engine could not load is listed by ``skipped_concepts`` and, for
+``/diagnostics`` without a call of its own, in the ``hello`` info (``skipped_concepts``, see
+``worker_info``); :meth:`RemoteEngine.known_skipped` gives the newest of what was heard.
+
 Every method's reply is ``{"result": <JSON>}`` (the result type's ``to_dict``); images travel as
 uint8 arrays, one frame each. A remote failure raises
 :class:`~ego_ros.serving.rpc.WorkerUnavailable` (worker down or too slow) or
@@ -15,26 +19,33 @@ uint8 arrays, one frame each. A remote failure raises
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ego_ros.core import limits
+from ego_ros.core.names import validate_concept_name
 from ego_ros.core.types import (
     AnswerResult,
     ConceptInfo,
     EngineLike,
     IntroduceResult,
     RecognitionResult,
+    SkippedConcept,
 )
 from ego_ros.serving.rpc import CurveClientKeys, Handler, RpcClient, RpcServer
 from ego_ros.serving.wire import DEFAULT_LIMITS, WireLimits
 
 ENGINE_METHODS = frozenset(
-    {"introduce", "recognize", "ask", "caption", "forget", "concepts", "health"}
+    {"introduce", "recognize", "ask", "caption", "forget", "concepts", "skipped_concepts",
+     "health"}
 )
+
+MAX_HELLO_SKIPPED = 32  # skipped concepts named in a hello; skipped_concepts() lists all
 
 
 def check_images(what: str, images: Sequence[Any]) -> list[np.ndarray]:
@@ -114,6 +125,8 @@ class RemoteEngine:
                                  connect_timeout_s=connect_timeout_s, heartbeat_s=heartbeat_s,
                                  curve=curve, limits=limits,
                                  check_hello=None if expect is None else expect.check)
+        # (time.monotonic(), list) of the last skipped_concepts()/forget() answer
+        self._skipped_heard: tuple[float, list[SkippedConcept]] | None = None
 
     # -- transport state --------------------------------------------------------------------
     @property
@@ -187,10 +200,34 @@ class RemoteEngine:
         return AnswerResult.from_dict(data)
 
     def forget(self, name: str) -> bool:
-        return bool(self._result("forget", {"name": name}))
+        forgotten = bool(self._result("forget", {"name": name}))
+        known = self.known_skipped()
+        if forgotten and known is not None and any(s.name == name for s in known[1]):
+            self._skipped_heard = (time.monotonic(), [s for s in known[1] if s.name != name])
+        return forgotten
 
     def concepts(self) -> list[ConceptInfo]:
         return [ConceptInfo.from_dict(c) for c in self._result("concepts", {})]
+
+    def skipped_concepts(self) -> list[SkippedConcept]:
+        skipped = [SkippedConcept.from_dict(s) for s in self._result("skipped_concepts", {})]
+        self._skipped_heard = (time.monotonic(), skipped)
+        return skipped
+
+    def known_skipped(self) -> tuple[float, list[SkippedConcept]] | None:
+        """``(when, skipped)``: the worker's skipped concepts as last heard, without a call,
+        and the ``time.monotonic()`` it was heard: the newer of the last ``hello`` (each
+        connection's handshake) and this client's own ``skipped_concepts``/``forget``
+        answers. None before the worker ever told."""
+        info, at = self._client.server_info, self._client.server_info_at
+        heard = self._skipped_heard
+        raw = ((info or {}).get("info") or {}).get("skipped_concepts")
+        if isinstance(raw, list) and at is not None and (heard is None or at > heard[0]):
+            try:
+                return at, [SkippedConcept.from_dict(s) for s in raw]
+            except (TypeError, ValueError):  # a malformed hello: fall back to what was heard
+                pass
+        return heard
 
     def health(self) -> dict[str, Any]:
         """The worker engine's health; raises WorkerUnavailable when the worker is down."""
@@ -208,6 +245,7 @@ _PARAMS: dict[str, dict[str, tuple[type, ...]]] = {
     "caption": {"clip": _BOOL, "concepts": _NAMES},
     "forget": {"name": _STR},
     "concepts": {},
+    "skipped_concepts": {},
     "health": {},
 }
 _TAKES_IMAGES = {"introduce", "recognize", "ask", "caption"}
@@ -228,6 +266,17 @@ def _checked(method: str, params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def _check_limits(method: str, p: dict[str, Any], num_images: int) -> None:
+    """The request limits of ``ego_ros.core.limits``, before any image is copied or the engine
+    called: a 200,000-character question or 200 views cost the worker a comparison."""
+    if method == "ask":
+        limits.check_question(p["question"])
+        limits.check_options(p["options"])
+    elif method == "introduce":
+        validate_concept_name(p["name"])
+        limits.check_views(num_images)
+
+
 def _call(engine: EngineLike, method: str, p: dict[str, Any], images: list[np.ndarray]) -> Any:
     if method == "introduce":
         return engine.introduce(p["name"], images, replace=p["replace"]).to_dict()
@@ -243,6 +292,8 @@ def _call(engine: EngineLike, method: str, p: dict[str, Any], images: list[np.nd
         return bool(engine.forget(p["name"]))
     if method == "concepts":
         return [c.to_dict() for c in engine.concepts()]
+    if method == "skipped_concepts":
+        return [s.to_dict() for s in engine.skipped_concepts()]
     return dict(engine.health())  # "health": _checked() admitted nothing else
 
 
@@ -259,12 +310,25 @@ def engine_handler(engine: EngineLike) -> Handler:
             raise ValueError(
                 f"{method!r} is not an engine method; allowed {sorted(ENGINE_METHODS)}")
         _checked(method, params)
+        _check_limits(method, params, len(arrays))
         if method not in _TAKES_IMAGES and arrays:
             raise ValueError(f"{method} takes no images, got {len(arrays)} arrays")
         images = [np.array(a) for a in check_images("images", list(arrays))]
         return {"result": _call(engine, method, params, images)}, []
 
     return handle
+
+
+def worker_info(engine: EngineLike, static: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """The ``hello`` info of a worker serving ``engine``: ``static`` plus the engine's skipped
+    concepts as they are at each handshake (``skipped_concepts()`` is a lock-free snapshot,
+    safe to call from the server's socket thread while the engine runs a request)."""
+    def info() -> dict[str, Any]:
+        skipped = engine.skipped_concepts()
+        return {**static, "skipped_count": len(skipped),  # the list is capped: hello stays small
+                "skipped_concepts": [s.to_dict() for s in skipped[:MAX_HELLO_SKIPPED]]}
+
+    return info
 
 
 def serve_engine(engine: EngineLike, bind: str, **server_kwargs: Any) -> RpcServer:
@@ -280,4 +344,5 @@ __all__ = [
     "check_images",
     "engine_handler",
     "serve_engine",
+    "worker_info",
 ]

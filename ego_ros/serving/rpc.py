@@ -43,6 +43,7 @@ from ego_ros.serving.common import (
     WorkerUnavailable,
     generate_curve_keys,
     is_local_endpoint,
+    transport_limit,
 )
 from ego_ros.serving.wire import (
     DEFAULT_LIMITS,
@@ -74,10 +75,12 @@ class RpcServer:
 
     ``methods`` are the request methods the handler accepts; anything else is answered with an
     ``UnknownMethod`` error without reaching it. ``info`` (JSON) is returned by ``hello``, e.g.
-    the model and its fingerprint. At most ``max_pending`` requests wait behind the running one;
-    more are answered with a ``ServerBusy`` error. Use :meth:`start` (background thread) or
-    :meth:`serve_forever` (this thread), then :meth:`close`. A closed server cannot restart;
-    make a new one (it may bind the same endpoint).
+    the model and its fingerprint; a callable is called for each ``hello`` (from the socket
+    thread: it must be quick and never block), for info that changes. At most ``max_pending``
+    requests wait behind the running one; more are answered with a ``ServerBusy`` error. Use
+    :meth:`start` (background thread) or :meth:`serve_forever` (this thread), then
+    :meth:`close`. A closed server cannot restart; make a new one (it may bind the same
+    endpoint).
     """
 
     def __init__(
@@ -86,7 +89,7 @@ class RpcServer:
         bind: str = "tcp://127.0.0.1:5555",
         methods: frozenset[str] | set[str] = frozenset(),
         *,
-        info: dict[str, Any] | None = None,
+        info: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
         curve: CurveServerKeys | None = None,
         allow_nonlocal: bool = False,
         limits: WireLimits = DEFAULT_LIMITS,
@@ -105,9 +108,9 @@ class RpcServer:
                                  "asked for explicitly with allow_nonlocal=True")
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 0:
             raise ValueError(f"max_pending must be an integer >= 0, got {max_pending!r}")
-        self._info = dict(info or {})
+        self._info = info if callable(info) else dict(info or {})
         try:
-            json.dumps(self._info, allow_nan=True)
+            json.dumps(self._hello_info(), allow_nan=True)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"info must be JSON-serialisable: {exc}") from exc
         self._handler = handler
@@ -191,7 +194,9 @@ class RpcServer:
         router = self._ctx.socket(zmq.ROUTER)
         self._router = router
         router.linger = 0
-        router.maxmsgsize = self._limits.max_bytes  # refuse absurd frames before allocating
+        # Frames over this are dropped unanswered by libzmq; up to it, the decoder answers a
+        # message over the wire limit with its size (see common.transport_limit for why).
+        router.maxmsgsize = transport_limit(self._limits)
         if "[" in self._bind:
             router.ipv6 = True
         if self._curve is not None:
@@ -293,6 +298,17 @@ class RpcServer:
         frames = encode(kind, msg_id or "?", method, params, limits=self._limits)
         self._router.send_multipart([identity, *frames], copy=False)
 
+    def _hello_info(self) -> dict[str, Any]:
+        if not callable(self._info):
+            return self._info
+        try:
+            info = dict(self._info())
+            json.dumps(info, allow_nan=True)
+            return info
+        except Exception as exc:  # a hello must still be answered
+            logger.error("hello info failed: %s: %s", type(exc).__name__, exc)
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
     def _status(self) -> dict[str, Any]:
         return {"busy": self._busy, "queued": self._jobs.qsize(),
                 "uptime_s": round(time.monotonic() - self._started, 3)}
@@ -312,7 +328,8 @@ class RpcServer:
             self._reply(identity, "pong", msg.id, "", self._status())
         elif msg.kind == "hello":
             info = {"protocol": PROTOCOL_VERSION, "methods": sorted(self._methods),
-                    "info": self._info, **self._status()}
+                    "max_bytes": self._limits.max_bytes, "info": self._hello_info(),
+                    **self._status()}
             self._reply(identity, "hello", msg.id, "", info)
         elif msg.kind != "req":
             self._reply(identity, "err", msg.id, msg.method,

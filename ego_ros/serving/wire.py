@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,9 @@ ALLOWED_DTYPES = NUMPY_DTYPES | {"bfloat16"}
 _HEADER_KEYS = frozenset({"v", "kind", "id", "method", "params", "arrays"})
 _MAX_TEXT = 256  # characters of an id or a method name
 _BFLOAT16_MODES = ("auto", "torch", "words")
+# peek_id on a header too long to parse: the id as encode() writes it, near the start.
+_ID_PREFIX_BYTES = 1024
+_ID_IN_PREFIX = re.compile(r'^\{"v":\d+,"kind":"\w+","id":"([^"\\]{1,' + str(_MAX_TEXT) + '})"')
 
 
 class WireError(ValueError):
@@ -77,6 +81,8 @@ class WireLimits:
 
     ``max_bytes`` bounds the whole message (header plus all array bytes): a frame of 640x480 RGB
     is 0.9 MB, so the 256 MiB default leaves room for long clips while refusing absurd requests.
+    The RPC sockets accept frames up to twice ``max_bytes`` (``serving.common.transport_limit``),
+    so a message over the limit is answered with a WireError naming its size.
     """
 
     max_bytes: int = 256 * 1024 * 1024
@@ -316,12 +322,18 @@ def peek_id(frames: Sequence[Any]) -> str:
     """Best-effort request id of a message that failed to decode ("" if none can be read).
 
     Lets a server address its error reply to the right request, so the client fails at once
-    with the reason instead of waiting for its timeout.
+    with the reason instead of waiting for its timeout. A header too long to parse is searched
+    for the id in its first bytes only (where :func:`encode` writes it), in bounded time.
     """
     try:
         view = _view(frames[0])
-        if view.nbytes > DEFAULT_LIMITS.max_header_bytes:
+        if bytes(view[: len(MAGIC)]) != MAGIC:
             return ""
+        if view.nbytes > DEFAULT_LIMITS.max_header_bytes:
+            prefix = bytes(view[len(MAGIC): len(MAGIC) + _ID_PREFIX_BYTES]).decode("utf-8",
+                                                                             "replace")
+            found = _ID_IN_PREFIX.search(prefix)
+            return found.group(1) if found else ""
         header = json.loads(bytes(view[len(MAGIC):]).decode("utf-8"))
         msg_id = header.get("id") if isinstance(header, dict) else None
         return msg_id if isinstance(msg_id, str) and 0 < len(msg_id) <= _MAX_TEXT else ""

@@ -70,6 +70,7 @@ class WorkerConfig:
     max_new_tokens: int = 48
     threshold: float = 0.5
     max_pending: int = 16
+    allow_pickle_weights: bool = False
     allow_nonlocal: bool = False
     curve_secret: Path | None = None
     curve_clients: Path | None = None
@@ -115,7 +116,8 @@ def build_engine(config: WorkerConfig) -> Any:
                     "meaningless outputs)", model)
     backend = load_backend(BackendConfig(model, family=config.family, dtype=config.dtype,
                                          device=config.device,
-                                         max_image_tokens=config.max_image_tokens or None))
+                                         max_image_tokens=config.max_image_tokens or None,
+                                         allow_pickle_weights=config.allow_pickle_weights))
     store = MemoryStore(config.store, backend.fingerprint)
     engine_config = EngineConfig(thresholds=Thresholds(default=config.threshold),
                                  max_in_context=config.max_in_context,
@@ -125,7 +127,7 @@ def build_engine(config: WorkerConfig) -> Any:
 
 def run_worker(config: WorkerConfig, stop: threading.Event | None = None) -> int:
     """Serve until ``stop`` is set (or SIGINT/SIGTERM when called from the main thread)."""
-    from ego_ros.serving.remote import serve_engine
+    from ego_ros.serving.remote import serve_engine, worker_info
     from ego_ros.serving.rpc import CurveServerKeys, is_local_endpoint
 
     if not is_local_endpoint(config.bind):  # refuse before spending minutes on the model
@@ -147,7 +149,7 @@ def run_worker(config: WorkerConfig, stop: threading.Event | None = None) -> int
     if stop.is_set():
         return 0
     health = engine.health()
-    info = handshake_info(engine, config, health)
+    info = worker_info(engine, handshake_info(engine, config, health))
     server = serve_engine(engine, config.bind, info=info, curve=curve,
                           allow_nonlocal=config.allow_nonlocal, max_pending=config.max_pending)
     server.start()
@@ -207,6 +209,14 @@ def supervise(server: Any, stop: threading.Event, poll_s: float = 0.5) -> int:
 
 
 # -- command line (shared by ``ego-ros worker`` and ``ego_worker``, ego_ros.ros.worker_node) ------
+def _flag(text: str) -> bool:
+    """A flag's optional value: ``--allow-pickle-weights [true|false]`` (what launch passes)."""
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value in ("true", "1")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None,
                         help="LVLM checkpoint folder (default: the embedded tiny model, random "
@@ -233,6 +243,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pending", type=int, default=16,
                         help="requests that may queue behind the running one (default: "
                              "%(default)s)")
+    parser.add_argument("--allow-pickle-weights", nargs="?", const=True, default=False,
+                        type=_flag, metavar="BOOL",
+                        help="load a --model folder that has only pickled .bin weights "
+                             "(unpickling can run code from the file: only for checkpoints "
+                             "you trust); default: safetensors weights only")
     parser.add_argument("--allow-nonlocal", action="store_true",
                         help="allow a non-loopback --bind (requires the --curve-* keys)")
     parser.add_argument("--curve-secret", type=Path, default=None,
@@ -273,7 +288,9 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
                         max_image_tokens=args.max_image_tokens,
                         max_in_context=args.max_in_context,
                         max_new_tokens=args.max_new_tokens, threshold=args.threshold,
-                        max_pending=args.max_pending, allow_nonlocal=args.allow_nonlocal,
+                        max_pending=args.max_pending,
+                        allow_pickle_weights=args.allow_pickle_weights,
+                        allow_nonlocal=args.allow_nonlocal,
                         curve_secret=args.curve_secret, curve_clients=args.curve_clients)
 
 
