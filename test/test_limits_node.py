@@ -1,7 +1,8 @@
 """A running ``ego_node`` (a subprocess, tiny model in-process) refuses a 204,000-character
-question on ``~/ask`` and on ``~/question`` at once, without its memory moving, and answers
-normal questions afterwards. Before the limits one 100,000-character question took a node to
-6.5 GB (issue 11); the bound is ``ego_ros.core.limits.MAX_QUESTION_CHARS``.
+question on ``~/ask`` and on ``~/question`` at once, without its memory moving, refuses an
+introduction of more than 16 views, and answers normal questions afterwards. Before the
+limits one 100,000-character question took a node to 6.5 GB (issue 11); the bounds are in
+``ego_ros.core.limits``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from test_node import Camera, raw_msgs, wait_status
 from test_worker import write_params
 
 from ego_interfaces.msg import Answer
-from ego_interfaces.srv import Ask
+from ego_interfaces.srv import Ask, IntroduceConcept
 
 ROOT = Path(__file__).resolve().parents[1]
 HUGE = "Where is my mug? " * 12_000  # 204,000 characters
@@ -84,6 +85,17 @@ def test_a_running_node_refuses_a_huge_question_at_once(tiny_model_dirs, tmp_pat
                 rss_after, peak_after = memory_bytes(node.pid)
                 assert peak_after - peak < 64 * MIB, (peak, peak_after)
                 assert rss_after - rss < 64 * MIB, (rss, rss_after)
+
+                # more views than one introduction takes: refused before any is converted
+                introduce = client.create_client(IntroduceConcept,
+                                                 "/ego_node/introduce_concept")
+                for request, count in (
+                        (IntroduceConcept.Request(name="mug", images=raw_msgs((96, 128)) * 6), 18),
+                        (IntroduceConcept.Request(name="mug", num_frames=17), 17)):
+                    reply = wait_future(introduce.call_async(request), timeout_s=30.0)
+                    assert not reply.success
+                    assert reply.message.startswith(f"{count} reference views given; one "
+                                                    "introduction takes at most 16")
 
                 assert call("Where is the red square?").success  # the node still answers
                 questions.publish(String(data="What is on the table?"))

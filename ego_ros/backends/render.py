@@ -46,10 +46,11 @@ class TurnRenderer:
         self._processor = processor
         self._tokenizer = tokenizer
         self._marker = marker
-        specials = sorted({t for t in special_tokens if t}, key=len, reverse=True)
+        ids = {t: tokenizer.convert_tokens_to_ids(t) for t in special_tokens if t}
+        self._special_ids = {t: int(i) for t, i in ids.items() if isinstance(i, int)}
+        specials = sorted(self._special_ids, key=len, reverse=True)  # longest match first
         self._special_split = (re.compile("(" + "|".join(map(re.escape, specials)) + ")")
                                if specials else None)
-        self._special_ids = {t: int(tokenizer.convert_tokens_to_ids(t)) for t in specials}
 
     def render(self, content: str, visuals: dict[str, Any]) -> list[Any]:
         parts = self._parts(content, visuals)

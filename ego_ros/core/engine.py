@@ -222,6 +222,8 @@ class EgoEngine:
     # -- introduction ----------------------------------------------------------------------
     def introduce(self, name: str, images: Sequence[np.ndarray],
                   replace: bool = False) -> IntroduceResult:
+        """Learn ``name`` from 1 to ``limits.MAX_VIEWS`` views; a name holding one of the
+        model's special tokens is refused before the model is held."""
         name = validate_concept_name(name)
         limits.check_views(len(images))  # before the model is held: a refusal costs nothing
         limits.check_user_text(name, "the concept name", self.backend.special_tokens)
@@ -561,7 +563,8 @@ class EgoEngine:
         With ``options`` ({"A": "on the table", "B": "on the floor"}) it is multiple choice:
         the options are listed after the question (one per line, "A. ..."), the model is asked
         for the letter, and ``choice`` of the result holds the letter read from its answer
-        (``parse_choice``: "B", "(b)", "Answer: B) ...", or the option's text), else None."""
+        (``parse_choice``: "B", "(b)", "Answer: B) ...", or the option's text), else None.
+        Sizes are bounded by ``ego_ros.core.limits`` (``LimitExceeded``, before tokenising)."""
         question = limits.check_question(question)  # sizes first, before any tokenising
         limits.check_options(options)
         specials = self.backend.special_tokens

@@ -301,7 +301,9 @@ def engine_handler(engine: EngineLike) -> Handler:
     """An RpcServer handler that runs the whitelisted :data:`ENGINE_METHODS` on ``engine``.
 
     Received images are copied out of the network buffers (read-only views) so the engine owns
-    writable arrays, as it would in-process; the copy costs far less than one inference.
+    writable arrays, as it would in-process; the copy costs far less than one inference. A
+    request over the limits of ``ego_ros.core.limits`` (question and option sizes, the views
+    of an introduction) is answered with ``LimitExceeded`` before that copy.
     """
 
     def handle(method: str, params: dict[str, Any], arrays: tuple[Any, ...]
