@@ -22,6 +22,7 @@ A protocol is one small named object; adding one touches no other (register it i
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,25 +33,29 @@ Context = tuple[str, ...] | None  # the concepts put in context; None: every kno
 
 
 @dataclass(frozen=True)
-class Protocol:
+class Protocol(ABC):
     """Base: the context of each kind of question (see the module doc)."""
 
     name: str = ""
     summary: str = ""
 
+    @abstractmethod
     def recognition_contexts(self, concepts: Sequence[str]) -> list[Context]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def group_contexts(self, groups: Sequence[tuple[str, ...]]) -> list[tuple[str, ...]]:
         """Contexts of the multi-concept questions (none: the groups are scored from the
         recognition answers)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def vqa_context(self, item_concepts: Sequence[str]) -> Context:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def caption_context(self, concepts: Sequence[str]) -> Context:
-        raise NotImplementedError
+        ...
 
     def prefixes(self, num_concepts: int, num_groups: int) -> int:
         """Distinct memory prefixes one query needs (so an engine can cache them all)."""
