@@ -19,6 +19,7 @@ every other concept's test images.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from ego_ros.bag.importers.common import (
@@ -84,53 +85,52 @@ def _resolve(key: str, json_file: Path, data: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _visual_qa(path: Path, data: Path, known: set[str], queries: dict[Path, Query],
-               fix_known_errors: bool, corrections: list[str]) -> list[Question]:
+def _by_concept(path: Path, known: set[str], key_kind: str
+                ) -> Iterator[tuple[str, str, str, object]]:
+    """(concept, where, key, entry) of a QA file nested by concept: ``{concept: {key: entry}}``,
+    the shape of both Yo'LLaVA question files; ``where`` names the place for errors."""
     doc = read_json(path)
     if not isinstance(doc, dict):
-        raise DatasetError(f"{path} must map concept names to {{image path: question}}")
-    questions = []
+        raise DatasetError(f"{path} must map concept names to {{{key_kind}: question}}")
     for concept, items in doc.items():
         where = f"{path.name}: {concept!r}"
         if concept not in known:
             raise DatasetError(f"{where} is not a concept of the dataset ({len(known)} known)")
         if not isinstance(items, dict):
-            raise DatasetError(f"{where} must map image paths to questions")
+            raise DatasetError(f"{where} must map {key_kind}s to questions")
         for key, entry in items.items():
-            question, options, answer = choice_question(entry, f"{where}[{key!r}]")
-            photo = _resolve(key, path, data)
-            if photo is None:
-                raise DatasetError(f"{where}: image {key!r} does not exist under {data.parent}")
-            if photo.resolve() not in queries:
-                raise DatasetError(f"{where}: image {key!r} is not a test image of the dataset")
-            for c_name, c_file, c_question, wrong, right in KNOWN_ERRORS:
-                if (fix_known_errors and concept == c_name and photo.name == c_file
-                        and question == c_question and answer == wrong):
-                    logger.warning("%s: %s/%s answer %r is known to be wrong; using %r",
-                                   path.name, concept, c_file, wrong, right)
-                    corrections.append(f"{concept}/{c_file}: {wrong} -> {right}")
-                    answer = right
-            questions.append(Question(photo, (concept,), name_concepts(question, [concept]),
-                                      answer, options, path.name))
+            yield concept, where, key, entry
+
+
+def _visual_qa(path: Path, data: Path, known: set[str], queries: dict[Path, Query],
+               fix_known_errors: bool, corrections: list[str]) -> list[Question]:
+    questions = []
+    for concept, where, key, entry in _by_concept(path, known, "image path"):
+        question, options, answer = choice_question(entry, f"{where}[{key!r}]")
+        photo = _resolve(key, path, data)
+        if photo is None:
+            raise DatasetError(f"{where}: image {key!r} does not exist under {data.parent}")
+        if photo.resolve() not in queries:
+            raise DatasetError(f"{where}: image {key!r} is not a test image of the dataset")
+        for c_name, c_file, c_question, wrong, right in KNOWN_ERRORS:
+            if (fix_known_errors and concept == c_name and photo.name == c_file
+                    and question == c_question and answer == wrong):
+                logger.warning("%s: %s/%s answer %r is known to be wrong; using %r",
+                               path.name, concept, c_file, wrong, right)
+                corrections.append(f"{concept}/{c_file}: {wrong} -> {right}")
+                answer = right
+        questions.append(Question(photo, (concept,), name_concepts(question, [concept]),
+                                  answer, options, path.name))
     return questions
 
 
 def _text_qa(path: Path, known: set[str]) -> list[Question]:
-    doc = read_json(path)
-    if not isinstance(doc, dict):
-        raise DatasetError(f"{path} must map concept names to {{number: question}}")
     questions = []
-    for concept, items in doc.items():
-        where = f"{path.name}: {concept!r}"
-        if concept not in known:
-            raise DatasetError(f"{where} is not a concept of the dataset ({len(known)} known)")
-        if not isinstance(items, dict):
-            raise DatasetError(f"{where} must map question numbers to questions")
-        for key, entry in items.items():
-            key_name = "option" if isinstance(entry, dict) and "option" in entry else "options"
-            question, options, answer = choice_question(entry, f"{where}[{key!r}]", key_name)
-            questions.append(Question(None, (concept,), name_concepts(question, [concept]),
-                                      answer, options, path.name))
+    for concept, where, key, entry in _by_concept(path, known, "question number"):
+        key_name = "option" if isinstance(entry, dict) and "option" in entry else "options"
+        question, options, answer = choice_question(entry, f"{where}[{key!r}]", key_name)
+        questions.append(Question(None, (concept,), name_concepts(question, [concept]),
+                                  answer, options, path.name))
     return questions
 
 
